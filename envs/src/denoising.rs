@@ -1,0 +1,184 @@
+//! The denoising environment and the oracle reward.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use denoise_gym::env::{Env, Step};
+use denoise_gym::error::{Error, Result};
+use denoise_gym::reward::RewardModel;
+use denoise_gym::rng::{normal_matrix, seeded, ProjectRng};
+use denoise_gym::tensor::{vector, Backend, Matrix, Vector};
+use dfdx::prelude::*;
+
+use crate::data::Dataset;
+
+/// What the agent sees: the batch `x_t` and the step `t` (T at reset, 0 at the end).
+#[derive(Debug, Clone)]
+pub struct DenoisingState<D: Backend> {
+    /// The current batch, `B × d`.
+    pub x: Matrix<D>,
+    /// The current step; the next action produces `x_{t-1}`.
+    pub t: usize,
+}
+
+/// A batch of T-step denoising episodes. `reset` draws `x_T ~ N(0, I)`; `step(x_{t-1})`
+/// advances the clock; the episode terminates at `t = 0`, where the reward model scores
+/// the samples. Intermediate rewards are 0: running costs (entropy, velocity) belong to
+/// the agent's objective, not to the environment.
+pub struct DenoisingEnv<D: Backend> {
+    device: D,
+    dim: usize,
+    n_steps: usize,
+    batch_size: usize,
+    reward_model: Box<dyn RewardModel<D>>,
+    rng: ProjectRng,
+    state: Option<DenoisingState<D>>,
+}
+
+impl<D: Backend> DenoisingEnv<D> {
+    /// An environment of `batch_size` episodes of `n_steps` steps in `dim` dimensions.
+    pub fn new(
+        device: D,
+        dim: usize,
+        n_steps: usize,
+        batch_size: usize,
+        reward_model: Box<dyn RewardModel<D>>,
+        seed: u64,
+    ) -> Result<Self> {
+        if n_steps == 0 || batch_size == 0 || dim == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "DenoisingEnv needs n_steps, batch_size and dim ≥ 1 (got {n_steps}, {batch_size}, {dim})"
+            )));
+        }
+        if reward_model.dim() != dim {
+            return Err(Error::InvalidArgument(format!(
+                "reward model `{}` takes dimension {}, the environment has {dim}",
+                reward_model.name(),
+                reward_model.dim()
+            )));
+        }
+        Ok(Self {
+            device,
+            dim,
+            n_steps,
+            batch_size,
+            reward_model,
+            rng: seeded(seed, 0),
+            state: None,
+        })
+    }
+
+    /// The data dimension d.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The reward model.
+    pub fn reward_model(&self) -> &dyn RewardModel<D> {
+        self.reward_model.as_ref()
+    }
+}
+
+impl<D: Backend> Env<D> for DenoisingEnv<D> {
+    type Observation = DenoisingState<D>;
+    type Action = Matrix<D>;
+
+    fn reset(&mut self, seed: Option<u64>) -> Result<DenoisingState<D>> {
+        if let Some(seed) = seed {
+            self.rng = seeded(seed, 0);
+        }
+        let x = normal_matrix(&self.device, &mut self.rng, self.batch_size, self.dim);
+        let state = DenoisingState { x, t: self.n_steps };
+        self.state = Some(state.clone());
+        Ok(state)
+    }
+
+    fn step(&mut self, action: Matrix<D>) -> Result<Step<DenoisingState<D>, D>> {
+        let t = match &self.state {
+            None => return Err(Error::InvalidArgument("step() before reset()".into())),
+            Some(state) if state.t == 0 => {
+                return Err(Error::InvalidArgument(
+                    "step() after the episode terminated at t = 0; call reset()".into(),
+                ))
+            }
+            Some(state) => state.t,
+        };
+        let shape = *action.shape();
+        if shape != (self.batch_size, self.dim) {
+            return Err(Error::InvalidArgument(format!(
+                "action has shape {shape:?}, expected ({}, {})",
+                self.batch_size, self.dim
+            )));
+        }
+        let next_t = t - 1;
+        let terminated = next_t == 0;
+        let reward = if terminated {
+            self.reward_model.reward(&action)?
+        } else {
+            self.device.zeros_like(&(self.batch_size,))
+        };
+        let state = DenoisingState {
+            x: action,
+            t: next_t,
+        };
+        self.state = Some(state.clone());
+        let mut info = BTreeMap::new();
+        info.insert("t".to_string(), next_t as f64);
+        Ok(Step {
+            observation: state,
+            reward,
+            terminated,
+            truncated: false,
+            info,
+        })
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn horizon(&self) -> Option<usize> {
+        Some(self.n_steps)
+    }
+}
+
+/// The exact log-density of a known law (e.g. a Gaussian mixture) as the reward: lets an
+/// agent be tested before any reward is learned.
+pub struct OracleReward {
+    law: Arc<dyn Dataset>,
+}
+
+impl OracleReward {
+    /// Errors when the data set has no exact density.
+    pub fn new(law: Arc<dyn Dataset>) -> Result<Self> {
+        let probe = vec![0.0f32; law.dim()];
+        if law.log_density(&probe).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "data set `{}` has no exact log-density; the oracle reward needs a mixture",
+                law.name()
+            )));
+        }
+        Ok(Self { law })
+    }
+}
+
+impl<D: Backend> RewardModel<D> for OracleReward {
+    fn reward(&self, x0: &Matrix<D>) -> Result<Vector<D>> {
+        let points = x0.as_vec();
+        let log_density = self.law.log_density(&points).ok_or_else(|| {
+            Error::InvalidArgument(format!("`{}` lost its density", self.law.name()))
+        })?;
+        Ok(vector(
+            x0.device(),
+            log_density.into_iter().map(|v| v as f32).collect(),
+        ))
+    }
+
+    fn dim(&self) -> usize {
+        self.law.dim()
+    }
+
+    fn name(&self) -> &str {
+        "oracle"
+    }
+}

@@ -1,0 +1,237 @@
+//! The `dgym` run configuration: one TOML file, one section per concern.
+
+use std::path::Path;
+
+use anyhow::Result;
+use denoise_gym::config::{Documented, SectionDocs};
+use denoise_gym::config_section;
+use denoise_gym::nn::Activation;
+use denoise_gym::policy::PolicySpec;
+use denoise_gym::schedule::{Schedule, ScheduleKind};
+use denoise_gym::Error;
+use serde::{Deserialize, Serialize};
+
+config_section! {
+    /// The run as a whole.
+    pub struct RunConfig {
+        /// Seed of every random number in the run (data, noise, time steps, initialisation).
+        pub seed: u64 = 0,
+        /// Hide the progress display.
+        pub quiet: bool = false,
+    }
+}
+
+config_section! {
+    /// The data ("expert demonstrations").
+    pub struct DataConfig {
+        /// Data set: 8gaussians, 25gaussians, swissroll, pinwheel, checkerboard, 2spirals, rings, moons, circles, gmm, csv, digits.
+        pub dataset: String = "8gaussians".to_string(),
+        /// For `csv`: path of the file (one point per row, header optional), relative to the working directory.
+        pub path: String = String::new(),
+        /// For `csv`: ignore the last column (e.g. a label).
+        pub drop_last_column: bool = false,
+        /// For `gmm`: dimension d.
+        pub gmm_dim: usize = 2,
+        /// For `gmm`: number of components.
+        pub gmm_components: usize = 8,
+        /// For `gmm`: radius of the sphere the centres are drawn on.
+        pub gmm_scale: f64 = 4.0,
+        /// For `gmm`: standard deviation of each component.
+        pub gmm_std: f64 = 0.5,
+        /// For `gmm`: seed of the centres (fixed, independent of run.seed, so runs share one law).
+        pub gmm_seed: u64 = 0,
+    }
+}
+
+config_section! {
+    /// The sampler-policy (SPEC §1-2).
+    pub struct PolicyConfig {
+        /// Number of denoising steps T (episode length).
+        pub n_steps: usize = 4,
+        /// Noise schedule: vp, linear or cosine.
+        pub schedule: ScheduleKind = ScheduleKind::Vp,
+        /// beta_min of the vp schedule.
+        pub vp_beta_min: f64 = 0.1,
+        /// beta_max of the vp schedule (SPEC: 20; much smaller values miss the N(0, I) prior).
+        pub vp_beta_max: f64 = 20.0,
+        /// Allow a schedule whose alpha_bar_T > 1e-2 (x_T would not match the N(0, I) prior).
+        pub allow_unmatched_prior: bool = false,
+        /// Hidden width of the eps-network.
+        pub hidden: usize = 128,
+        /// Number of hidden layers of the eps-network.
+        pub depth: usize = 3,
+        /// Dimension of the sinusoidal time embedding.
+        pub time_embed_dim: usize = 16,
+        /// Hidden non-linearity: silu or relu.
+        pub activation: Activation = Activation::Silu,
+        /// Clip the predicted x0 to [-clip_x0, clip_x0]; 0 = no clipping.
+        pub clip_x0: f32 = 0.0,
+        /// Keep sigma_1 frozen at max(sqrt(beta_1), 1e-3).
+        pub fix_last_sigma: bool = true,
+    }
+}
+
+config_section! {
+    /// Denoising-score-matching pretraining of the sampler (SPEC §2).
+    pub struct PretrainConfig {
+        /// Number of DSM steps (0 skips pretraining).
+        pub iterations: u64 = 10_000,
+        /// Data points per step.
+        pub batch_size: usize = 256,
+        /// Adam learning rate of the eps-network.
+        pub lr: f64 = 1e-3,
+        /// Adam betas.
+        pub betas: [f64; 2] = [0.9, 0.999],
+        /// Global gradient-norm clip; 0 = off.
+        pub grad_clip: f64 = 0.0,
+        /// Decay of the weight EMA used for sampling; 0 = sample with the current weights.
+        pub ema_decay: f64 = 0.999,
+        /// Log every this many steps.
+        pub log_every: u64 = 10,
+        /// Write a checkpoint every this many steps (and at the end).
+        pub checkpoint_every: u64 = 1000,
+    }
+}
+
+config_section! {
+    /// Evaluation written to summary.json at the end of the run (SPEC §7).
+    pub struct EvalConfig {
+        /// Number of samples (and fresh data points) compared.
+        pub n_samples: usize = 2000,
+        /// Random directions of the sliced Wasserstein distance.
+        pub swd_directions: usize = 1000,
+    }
+}
+
+/// A whole `dgym train` configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The run as a whole.
+    pub run: RunConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// The sampler-policy.
+    pub policy: PolicyConfig,
+    /// DSM pretraining.
+    pub pretrain: PretrainConfig,
+    /// Final evaluation.
+    pub eval: EvalConfig,
+}
+
+impl TrainConfig {
+    /// Reads `path` (defaults when `None`), applies `--set` overrides and validates.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let config: TrainConfig = denoise_gym::config::load(path, overrides)?;
+        config.validate(&path.map_or_else(|| "config".to_string(), |p| p.display().to_string()))?;
+        Ok(config)
+    }
+
+    /// Every section with its docs, for `dgym config`.
+    pub fn section_docs() -> Vec<SectionDocs> {
+        vec![
+            SectionDocs {
+                name: "run",
+                doc: "The run as a whole.",
+                fields: RunConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "data",
+                doc: "The data (\"expert demonstrations\").",
+                fields: DataConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "policy",
+                doc: "The sampler-policy (SPEC §1-2).",
+                fields: PolicyConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "pretrain",
+                doc: "DSM pretraining of the sampler (SPEC §2).",
+                fields: PretrainConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "eval",
+                doc: "Evaluation written to summary.json (SPEC §7).",
+                fields: EvalConfig::field_docs(),
+            },
+        ]
+    }
+
+    /// Semantic checks that serde cannot express; errors name the file and key.
+    pub fn validate(&self, file: &str) -> Result<(), Error> {
+        let at = |key: &str| format!("{file}, key {key}");
+        let p = &self.policy;
+        if p.n_steps == 0 {
+            return Err(Error::config(at("policy.n_steps"), "T must be at least 1"));
+        }
+        self.schedule()
+            .map_err(|e| match e {
+                Error::Config { message, .. } => Error::config(at("policy.vp_beta_max"), message),
+                other => other,
+            })?
+            .check_prior(p.allow_unmatched_prior)
+            .map_err(|e| match e {
+                Error::Config { message, .. } => Error::config(at("policy.schedule"), message),
+                other => other,
+            })?;
+        self.policy_spec(1).validate().map_err(|e| match e {
+            Error::Config { location, message } => {
+                Error::config(at(&format!("policy.{location}")), message)
+            }
+            other => other,
+        })?;
+        let pt = &self.pretrain;
+        if pt.batch_size == 0 {
+            return Err(Error::config(
+                at("pretrain.batch_size"),
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&pt.ema_decay) {
+            return Err(Error::config(at("pretrain.ema_decay"), "must be in [0, 1)"));
+        }
+        if !(pt.lr > 0.0 && pt.lr.is_finite()) {
+            return Err(Error::config(
+                at("pretrain.lr"),
+                "must be a positive number",
+            ));
+        }
+        if pt.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return Err(Error::config(
+                at("pretrain.betas"),
+                "each beta must be in [0, 1)",
+            ));
+        }
+        if pt.log_every == 0 || pt.checkpoint_every == 0 {
+            return Err(Error::config(
+                at("pretrain.log_every / checkpoint_every"),
+                "must be at least 1",
+            ));
+        }
+        if self.eval.n_samples < 2 {
+            return Err(Error::config(at("eval.n_samples"), "must be at least 2"));
+        }
+        Ok(())
+    }
+
+    /// The noise schedule the config describes.
+    pub fn schedule(&self) -> Result<Schedule, Error> {
+        let p = &self.policy;
+        Schedule::with_vp_range(p.schedule, p.n_steps, p.vp_beta_min, p.vp_beta_max)
+    }
+
+    /// The policy architecture for data of dimension `dim`.
+    pub fn policy_spec(&self, dim: usize) -> PolicySpec {
+        let p = &self.policy;
+        PolicySpec {
+            dim,
+            hidden: p.hidden,
+            depth: p.depth,
+            time_embed_dim: p.time_embed_dim,
+            activation: p.activation,
+            clip_x0: p.clip_x0,
+            fix_last_sigma: p.fix_last_sigma,
+        }
+    }
+}

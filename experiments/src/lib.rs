@@ -1,0 +1,7 @@
+//! # denoise-gym-experiments
+//!
+//! The `dgym` command-line tool's library: the run configuration ([`config`]) and the
+//! runners that write a run directory ([`run`]).
+
+pub mod config;
+pub mod run;

@@ -1,0 +1,130 @@
+//! `dgym`: train, sample and inspect denoise-gym runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use denoise_gym_experiments::config::TrainConfig;
+use denoise_gym_experiments::run::{
+    default_run_dir, train_new, train_resume, write_samples, TrainOptions,
+};
+
+#[cfg(not(feature = "cuda"))]
+type Device = dfdx::tensor::Cpu;
+#[cfg(feature = "cuda")]
+type Device = dfdx::tensor::Cuda;
+
+#[derive(Parser)]
+#[command(
+    name = "dgym",
+    version,
+    about = "Diffusion samplers as RL policies, EBMs as learned rewards"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a config (DSM pretraining of a T-step sampler) and write a run directory.
+    Train {
+        /// The config file (TOML). Not needed with --resume.
+        config: Option<PathBuf>,
+        /// The run directory (default: runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config field: --set section.key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue an interrupted run from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "overrides"])]
+        resume: Option<PathBuf>,
+        /// Stop after N iterations, as if killed (no final checkpoint): for testing --resume.
+        #[arg(long, value_name = "N")]
+        stop_after: Option<u64>,
+    },
+    /// Write N samples of a run's final sampler to a CSV file (header x0,x1,...).
+    Sample {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Number of samples.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Output CSV file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Print the resolved config with every default and its one-line doc.
+    Config {
+        /// The config file (TOML); defaults only when absent.
+        config: Option<PathBuf>,
+        /// Override a config field: --set section.key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = Device::default();
+    match cli.command {
+        Command::Train {
+            config,
+            out,
+            overrides,
+            resume,
+            stop_after,
+        } => {
+            let options = TrainOptions { stop_after };
+            let outcome = if let Some(run_dir) = resume {
+                train_resume(&device, &run_dir, &options)?
+            } else {
+                let Some(config_path) = config else {
+                    anyhow::bail!(
+                        "give a config file (dgym train CONFIG.toml) or --resume RUN_DIR"
+                    );
+                };
+                let resolved = TrainConfig::load(Some(&config_path), &overrides)?;
+                let out = out.unwrap_or_else(|| default_run_dir(Some(&config_path)));
+                train_new(&device, resolved, &out, &options)?
+            };
+            let state = if outcome.finished {
+                "finished"
+            } else {
+                "stopped"
+            };
+            println!("{state}: {}", outcome.run_dir.display());
+        }
+        Command::Sample {
+            run_dir,
+            n,
+            out,
+            seed,
+        } => {
+            write_samples(&device, &run_dir, n, seed, &out)?;
+            println!("wrote {n} samples to {}", out.display());
+        }
+        Command::Config { config, overrides } => {
+            let resolved = TrainConfig::load(config.as_deref(), &overrides)?;
+            print!(
+                "{}",
+                denoise_gym::config::render_documented(&resolved, &TrainConfig::section_docs())?
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Checkpoints: named f32 tensors plus string metadata in one `safetensors` file, written
+//! atomically (a temporary file renamed into place) so a run killed mid-write keeps its
+//! previous checkpoint intact.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use dfdx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::nn::Parameterized;
+use crate::tensor::{Backend, Matrix};
+
+/// A host-side tensor: shape and row-major values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// The contents of a checkpoint file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Tensors by name (e.g. `policy.eps_net.layers.0.weight`, `policy_optim.moment1.3`).
+    pub tensors: BTreeMap<String, HostTensor>,
+    /// Strings by key (iteration, RNG state as JSON, running statistics, ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores one matrix under `name`.
+    pub fn put_matrix<D: Backend>(&mut self, name: impl Into<String>, m: &Matrix<D>) {
+        let (rows, cols) = *m.shape();
+        self.tensors.insert(
+            name.into(),
+            HostTensor {
+                shape: vec![rows, cols],
+                data: m.as_vec(),
+            },
+        );
+    }
+
+    /// Stores a list of matrices as `prefix.name`.
+    pub fn put_matrices<D: Backend>(&mut self, prefix: &str, names: &[String], ms: &[&Matrix<D>]) {
+        for (name, m) in names.iter().zip(ms) {
+            self.put_matrix(format!("{prefix}.{name}"), m);
+        }
+    }
+
+    /// Stores every parameter of `model` under `prefix`.
+    pub fn put_model<D: Backend, M: Parameterized<D>>(&mut self, prefix: &str, model: &M) {
+        self.put_matrices(prefix, &model.parameter_names(), &model.parameters());
+    }
+
+    /// Copies the tensor `name` into `m`, checking its shape. `path` is only for messages.
+    pub fn load_matrix<D: Backend>(
+        &self,
+        path: &Path,
+        name: &str,
+        m: &mut Matrix<D>,
+    ) -> Result<()> {
+        let stored = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::checkpoint(path, format!("has no tensor `{name}`")))?;
+        let (rows, cols) = *m.shape();
+        if stored.shape != [rows, cols] {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "tensor `{name}` has shape {:?}, the model expects [{rows}, {cols}] \
+                     (was the run made with another dimension, width or T?)",
+                    stored.shape
+                ),
+            ));
+        }
+        m.copy_from(&stored.data);
+        Ok(())
+    }
+
+    /// Loads a list of matrices stored with [`Checkpoint::put_matrices`].
+    pub fn load_matrices<D: Backend>(
+        &self,
+        path: &Path,
+        prefix: &str,
+        names: &[String],
+        ms: Vec<&mut Matrix<D>>,
+    ) -> Result<()> {
+        for (name, m) in names.iter().zip(ms) {
+            self.load_matrix(path, &format!("{prefix}.{name}"), m)?;
+        }
+        Ok(())
+    }
+
+    /// Loads every parameter of `model` from `prefix`.
+    pub fn load_model<D: Backend, M: Parameterized<D>>(
+        &self,
+        path: &Path,
+        prefix: &str,
+        model: &mut M,
+    ) -> Result<()> {
+        let names = model.parameter_names();
+        self.load_matrices(path, prefix, &names, model.parameters_mut())
+    }
+
+    /// A metadata string; an error naming the key when it is absent.
+    pub fn meta(&self, path: &Path, key: &str) -> Result<&str> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::checkpoint(path, format!("has no metadata `{key}`")))
+    }
+
+    /// A metadata value parsed from its string form.
+    pub fn meta_parse<T: std::str::FromStr>(&self, path: &Path, key: &str) -> Result<T> {
+        let raw = self.meta(path, key)?;
+        raw.parse().map_err(|_| {
+            Error::checkpoint(path, format!("metadata `{key}` = {raw:?} is malformed"))
+        })
+    }
+
+    /// Writes the checkpoint atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                let raw = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.clone(), raw, t.shape.clone())
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, raw, shape)| {
+                TensorView::new(Dtype::F32, shape.clone(), raw)
+                    .map(|view| (name.clone(), view))
+                    .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        let buffer = ::safetensors::tensor::serialize(views, &Some(metadata))
+            .map_err(|e| Error::checkpoint(path, format!("serialise: {e:?}")))?;
+        let temporary = path.with_extension("safetensors.tmp");
+        std::fs::write(&temporary, buffer).map_err(|e| Error::io(&temporary, e))?;
+        std::fs::rename(&temporary, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let buffer = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let parsed = SafeTensors::deserialize(&buffer)
+            .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e:?}")))?;
+        let (_, header) = SafeTensors::read_metadata(&buffer)
+            .map_err(|e| Error::checkpoint(path, format!("bad header: {e:?}")))?;
+        let mut checkpoint = Checkpoint::new();
+        if let Some(metadata) = header.metadata() {
+            checkpoint.metadata = metadata.clone().into_iter().collect();
+        }
+        for (name, view) in parsed.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("tensor `{name}` is not f32"),
+                ));
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let shape = view.shape().to_vec();
+            checkpoint.tensors.insert(name, HostTensor { shape, data });
+        }
+        Ok(checkpoint)
+    }
+}

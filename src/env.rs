@@ -1,0 +1,47 @@
+//! The `Env` trait: a batched, Gymnasium-shaped environment.
+//!
+//! `reset` returns the first observation; `step(action)` returns the next observation, a
+//! reward per sample, and whether the episode terminated or was truncated. A denoising
+//! episode has exactly T steps, from `x_T ~ N(0, I)` to a sample `x_0`.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::tensor::{Backend, Vector};
+
+/// What one environment step returns (Gymnasium's `(obs, reward, terminated, truncated, info)`).
+#[derive(Debug, Clone)]
+pub struct Step<O, D: Backend> {
+    /// The observation after the step.
+    pub observation: O,
+    /// The reward of each sample in the batch.
+    pub reward: Vector<D>,
+    /// The episode reached a terminal state (for denoising: `t = 0`).
+    pub terminated: bool,
+    /// The episode was cut short by a time limit (never, for denoising).
+    pub truncated: bool,
+    /// Extra scalars for logging, by name.
+    pub info: BTreeMap<String, f64>,
+}
+
+/// A batched environment: every call acts on the whole batch at once, and all samples of
+/// a batch share the episode clock (as the T-step denoising chain does).
+pub trait Env<D: Backend> {
+    /// What the agent observes.
+    type Observation;
+    /// What the agent does.
+    type Action;
+
+    /// Starts a new batch of episodes; `seed` re-seeds the environment's generator
+    /// (Gymnasium's `reset(seed=...)`), `None` continues its stream.
+    fn reset(&mut self, seed: Option<u64>) -> Result<Self::Observation>;
+
+    /// Applies one action to the batch.
+    fn step(&mut self, action: Self::Action) -> Result<Step<Self::Observation, D>>;
+
+    /// Number of parallel episodes (samples) per batch.
+    fn batch_size(&self) -> usize;
+
+    /// Number of steps in an episode, when fixed (T for denoising).
+    fn horizon(&self) -> Option<usize>;
+}

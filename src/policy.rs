@@ -1,0 +1,315 @@
+//! The Gaussian diffusion policy of SPEC §2: `π_θ(x_{t-1} | x_t, t) = N(μ_θ(x_t, t), σ_t² I)`
+//! with an ε-prediction MLP for the mean and one learnable `log σ_t` per step, plus the
+//! denoising-score-matching (DSM) pretraining loss.
+
+use dfdx::prelude::*;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::{time_embedding, Activation, Mlp, Parameterized};
+use crate::rng::normal_matrix;
+use crate::schedule::Schedule;
+use crate::tensor::{matrix, row_sums, scale_rows, Backend, Matrix, Vector};
+
+/// `½ log 2π`.
+pub const HALF_LOG_TWO_PI: f32 = 0.918_938_5;
+
+/// Architecture and noise options of a [`GaussianPolicy`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    /// Data dimension d.
+    pub dim: usize,
+    /// Hidden width of the ε-network.
+    pub hidden: usize,
+    /// Number of hidden layers of the ε-network.
+    pub depth: usize,
+    /// Dimension of the sinusoidal time embedding (SPEC: 16 or more).
+    pub time_embed_dim: usize,
+    /// Hidden non-linearity.
+    pub activation: Activation,
+    /// Clip `x̂_0` to `[-clip_x0, clip_x0]`; 0 turns clipping off.
+    pub clip_x0: f32,
+    /// Keep `σ_1` frozen at `max(√β_1, 1e-3)`.
+    pub fix_last_sigma: bool,
+}
+
+impl PolicySpec {
+    /// Checks the sizes are usable.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("dim", self.dim),
+            ("hidden", self.hidden),
+            ("depth", self.depth),
+            ("time_embed_dim", self.time_embed_dim),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(Error::config(key, "must be at least 1"));
+            }
+        }
+        if self.clip_x0 < 0.0 || !self.clip_x0.is_finite() {
+            return Err(Error::config(
+                "clip_x0",
+                "must be a finite number ≥ 0 (0 = off)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The sampler-policy: ε-network, per-step `log σ_t`, and the schedule it denoises along.
+#[derive(Debug, Clone)]
+pub struct GaussianPolicy<D: Backend> {
+    /// The noise-prediction network `ε_θ([x_t, emb(t)])`.
+    pub eps_net: Mlp<D>,
+    /// Learnable `log σ_t`, a `1 × T` row; column `t - 1` holds step t.
+    pub log_sigma: Matrix<D>,
+    schedule: Schedule,
+    spec: PolicySpec,
+    /// 0 where `log σ_t` is frozen, 1 where it learns.
+    sigma_mask: Matrix<D>,
+    /// The frozen values where `sigma_mask` is 0, else 0.
+    sigma_frozen: Matrix<D>,
+}
+
+impl<D: Backend> GaussianPolicy<D> {
+    /// A freshly initialised policy; `log σ_t` starts at `½ log β̃_t` (`½ log β_1` at t = 1).
+    pub fn new(dev: &D, spec: PolicySpec, schedule: Schedule, rng: &mut impl Rng) -> Result<Self> {
+        spec.validate()?;
+        let n_steps = schedule.n_steps();
+        let eps_net = Mlp::new(
+            dev,
+            spec.dim + spec.time_embed_dim,
+            spec.hidden,
+            spec.depth,
+            spec.dim,
+            spec.activation,
+            rng,
+        );
+        let initial: Vec<f32> = (1..=n_steps)
+            .map(|t| {
+                let variance = if t == 1 {
+                    schedule.beta(1)
+                } else {
+                    schedule.beta_tilde(t)
+                };
+                (0.5 * variance.ln()) as f32
+            })
+            .collect();
+        let frozen_log_sigma = (schedule.beta(1).sqrt().max(1e-3)).ln() as f32;
+        let mut mask = vec![1.0f32; n_steps];
+        let mut frozen = vec![0.0f32; n_steps];
+        let mut initial = initial;
+        if spec.fix_last_sigma {
+            mask[0] = 0.0;
+            frozen[0] = frozen_log_sigma;
+            initial[0] = frozen_log_sigma;
+        }
+        Ok(Self {
+            eps_net,
+            log_sigma: matrix(dev, initial, 1, n_steps),
+            sigma_mask: matrix(dev, mask, 1, n_steps),
+            sigma_frozen: matrix(dev, frozen, 1, n_steps),
+            schedule,
+            spec,
+        })
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+    /// The architecture options.
+    pub fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+    /// Data dimension d.
+    pub fn dim(&self) -> usize {
+        self.spec.dim
+    }
+    /// Number of denoising steps T.
+    pub fn n_steps(&self) -> usize {
+        self.schedule.n_steps()
+    }
+    /// The device the parameters live on.
+    pub fn device(&self) -> &D {
+        self.log_sigma.device()
+    }
+
+    fn check_steps(&self, ts: &[usize], rows: usize) {
+        assert_eq!(ts.len(), rows, "one time step per sample");
+        debug_assert!(ts.iter().all(|&t| (1..=self.n_steps()).contains(&t)));
+    }
+
+    /// `ε_θ(x_t, t)` for a `B × d` batch with one step per sample.
+    pub fn predict_eps<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x_t: Matrix<D, T>,
+        ts: &[usize],
+    ) -> Matrix<D, T> {
+        let batch = x_t.shape().0;
+        self.check_steps(ts, batch);
+        let embed_dim = self.spec.time_embed_dim;
+        let embedding = matrix(
+            self.device(),
+            time_embedding(ts, self.n_steps(), embed_dim),
+            batch,
+            embed_dim,
+        );
+        let input = (x_t, embedding).concat_along(Axis::<1>);
+        self.eps_net.forward(input)
+    }
+
+    /// The policy mean `μ_θ = c1_t x̂_0 + c2_t x_t` with
+    /// `x̂_0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t` (clipped if `clip_x0 > 0`).
+    pub fn mean<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x_t: Matrix<D, T>,
+        ts: &[usize],
+    ) -> Matrix<D, T> {
+        let eps = self.predict_eps(x_t.with_empty_tape(), ts);
+        let s = &self.schedule;
+        let coef =
+            |f: &dyn Fn(usize) -> f64| -> Vec<f32> { ts.iter().map(|&t| f(t) as f32).collect() };
+        let inv_sqrt_ab = coef(&|t| 1.0 / s.alpha_bar(t).sqrt());
+        let eps_weight = coef(&|t| (1.0 - s.alpha_bar(t)).sqrt() / s.alpha_bar(t).sqrt());
+        let c1 = coef(&|t| s.posterior_c1(t));
+        let c2 = coef(&|t| s.posterior_c2(t));
+        let mut x0_hat =
+            scale_rows(x_t.with_empty_tape(), &inv_sqrt_ab) - scale_rows(eps, &eps_weight);
+        if self.spec.clip_x0 > 0.0 {
+            x0_hat = x0_hat.clamp(-self.spec.clip_x0, self.spec.clip_x0);
+        }
+        scale_rows(x0_hat, &c1) + scale_rows(x_t, &c2)
+    }
+
+    /// The effective `1 × T` row of `log σ_t` (frozen entries replaced by their values).
+    pub fn log_sigma_row<T: Tape<f32, D> + Merge<NoneTape>>(&self) -> Matrix<D, T> {
+        self.log_sigma.retaped::<T>() * self.sigma_mask.clone() + self.sigma_frozen.clone()
+    }
+
+    /// `log σ_t` for each sample's step, a `B` vector.
+    pub fn log_sigma_at<T: Tape<f32, D> + Merge<NoneTape>>(&self, ts: &[usize]) -> Vector<D, T> {
+        let n_steps = self.n_steps();
+        let indices: Vec<usize> = ts.iter().map(|&t| t - 1).collect();
+        let n = indices.len();
+        let index = self.device().tensor_from_vec(indices, (n,));
+        self.log_sigma_row::<T>()
+            .reshape_like(&(n_steps,))
+            .gather(index)
+    }
+
+    /// `σ_t` for `t = 1..T` (index `t - 1`) on the host.
+    pub fn sigmas(&self) -> Vec<f32> {
+        self.log_sigma_row::<NoneTape>()
+            .as_vec()
+            .into_iter()
+            .map(f32::exp)
+            .collect()
+    }
+
+    /// `log π(a | x_t, t) = -‖a - μ‖²/(2σ_t²) - d log σ_t - (d/2) log 2π`, one value per sample.
+    pub fn log_prob<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x_t: Matrix<D, T>,
+        ts: &[usize],
+        action: &Matrix<D>,
+    ) -> Vector<D, T> {
+        let d = self.dim() as f32;
+        let mean = self.mean(x_t, ts);
+        let squared = row_sums((mean - action.clone()).square());
+        let log_sigma = self.log_sigma_at::<T>(ts);
+        let inverse_variance = (log_sigma.with_empty_tape() * -2.0).exp();
+        squared * inverse_variance * -0.5 - log_sigma * d - d * HALF_LOG_TWO_PI
+    }
+
+    /// The analytic per-step entropy `H_t = d (log σ_t + ½ log 2πe)`, host value.
+    pub fn entropy(&self, t: usize) -> f32 {
+        let log_sigma = self.sigmas()[t - 1].ln();
+        self.dim() as f32 * (log_sigma + HALF_LOG_TWO_PI + 0.5)
+    }
+
+    /// `Σ_t H_t` as a differentiable scalar (gradient into `log σ`).
+    pub fn entropy_sum<T: Tape<f32, D> + Merge<NoneTape>>(&self) -> Tensor<(), f32, D, T> {
+        let d = self.dim() as f32;
+        let constant = d * self.n_steps() as f32 * (HALF_LOG_TWO_PI + 0.5);
+        self.log_sigma_row::<T>().sum() * d + constant
+    }
+
+    /// One policy step `x_{t-1} = μ_θ(x_t, t) + σ_t ε` for a whole batch at step t, with the
+    /// standard-normal `noise` supplied by the caller (from the project RNG).
+    pub fn sample_step(&self, x_t: &Matrix<D>, t: usize, noise: &Matrix<D>) -> Matrix<D> {
+        let ts = vec![t; x_t.shape().0];
+        let sigma = self.sigmas()[t - 1];
+        self.mean(x_t.clone(), &ts) + noise.clone() * sigma
+    }
+
+    /// The whole chain `x_T, x_{T-1}, …, x_0` for `n` samples, `x_T ~ N(0, I)`.
+    pub fn sample_trajectory(&self, n: usize, rng: &mut impl Rng) -> Vec<Matrix<D>> {
+        let dev = self.device().clone();
+        let d = self.dim();
+        let mut states = Vec::with_capacity(self.n_steps() + 1);
+        states.push(normal_matrix(&dev, rng, n, d));
+        for t in (1..=self.n_steps()).rev() {
+            let noise = normal_matrix(&dev, rng, n, d);
+            let next = self.sample_step(&states[states.len() - 1], t, &noise);
+            states.push(next);
+        }
+        states
+    }
+
+    /// `n` samples `x_0` from the full chain.
+    pub fn sample(&self, n: usize, rng: &mut impl Rng) -> Matrix<D> {
+        let mut states = self.sample_trajectory(n, rng);
+        states
+            .pop()
+            .unwrap_or_else(|| normal_matrix(self.device(), rng, n, self.dim()))
+    }
+
+    /// The forward process `x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε`, one step per row.
+    pub fn noised(&self, x0: &Matrix<D>, ts: &[usize], noise: &Matrix<D>) -> Matrix<D> {
+        let s = &self.schedule;
+        let signal: Vec<f32> = ts.iter().map(|&t| s.alpha_bar(t).sqrt() as f32).collect();
+        let spread: Vec<f32> = ts
+            .iter()
+            .map(|&t| (1.0 - s.alpha_bar(t)).sqrt() as f32)
+            .collect();
+        scale_rows(x0.clone(), &signal) + scale_rows(noise.clone(), &spread)
+    }
+
+    /// The DSM loss `mean_batch ‖ε - ε_θ(x_t, t)‖²` (squared norm summed over the d
+    /// dimensions, as SPEC §2 writes it) for given `x_t = noised(x_0, t, ε)`.
+    pub fn dsm_loss<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x_t: Matrix<D, T>,
+        ts: &[usize],
+        noise: &Matrix<D>,
+    ) -> Tensor<(), f32, D, T> {
+        let predicted = self.predict_eps(x_t, ts);
+        row_sums((predicted - noise.clone()).square()).mean()
+    }
+}
+
+impl<D: Backend> Parameterized<D> for GaussianPolicy<D> {
+    fn parameters(&self) -> Vec<&Matrix<D>> {
+        let mut all = self.eps_net.parameters();
+        all.push(&self.log_sigma);
+        all
+    }
+    fn parameters_mut(&mut self) -> Vec<&mut Matrix<D>> {
+        let mut all = self.eps_net.parameters_mut();
+        all.push(&mut self.log_sigma);
+        all
+    }
+    fn parameter_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .eps_net
+            .parameter_names()
+            .into_iter()
+            .map(|n| format!("eps_net.{n}"))
+            .collect();
+        names.push("log_sigma".to_string());
+        names
+    }
+}
