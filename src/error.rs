@@ -20,13 +20,14 @@ pub enum Error {
     /// A function argument that a caller controls is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. The cause is part of the message and
+    /// deliberately not a `source()`, so chain-printing reporters do not repeat it.
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A checkpoint is missing, unreadable or does not match the model.
     #[error("checkpoint {path}: {message}")]
@@ -69,10 +70,10 @@ impl Error {
     }
 
     /// Shorthand for [`Error::Io`].
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 

@@ -60,13 +60,14 @@ const DIGITS_DIM: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.
-    #[error("cannot read {}: {source}", path.display())]
+    // The cause is part of the message and deliberately not a `source()`, so that error
+    // reporters that print the chain do not print it twice.
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         /// The file that could not be read.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not well-formed CSV (for example it is not valid UTF-8).
     #[error("{} line {line}: expected well-formed UTF-8 CSV: {message}", path.display())]
@@ -967,9 +968,9 @@ impl TabularDataset {
         let mut text = Vec::new();
         flate2::read::GzDecoder::new(DIGITS_CSV_GZ)
             .read_to_end(&mut text)
-            .map_err(|source| DataError::Io {
+            .map_err(|cause| DataError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
         let table = parse_csv(text.as_slice(), path, true)?;
         if table.dim != DIGITS_DIM || table.points.len() != DIGITS_ROWS * DIGITS_DIM {
@@ -1079,9 +1080,9 @@ impl Dataset for TabularDataset {
 }
 
 fn open(path: &Path) -> Result<std::fs::File, DataError> {
-    std::fs::File::open(path).map_err(|source| DataError::Io {
+    std::fs::File::open(path).map_err(|cause| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -1094,9 +1095,9 @@ fn file_stem(path: &Path) -> String {
 fn csv_error(err: csv::Error, path: &Path, line: u64) -> DataError {
     let line = err.position().map_or(line, |p| p.line());
     match err.into_kind() {
-        csv::ErrorKind::Io(source) => DataError::Io {
+        csv::ErrorKind::Io(cause) => DataError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         },
         kind => DataError::Malformed {
             path: path.to_path_buf(),

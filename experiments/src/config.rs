@@ -181,6 +181,18 @@ impl TrainConfig {
             }
             other => other,
         })?;
+        let known_data = ["gmm", "csv", "digits"];
+        let name = self.data.dataset.as_str();
+        if !denoise_gym_envs::TOY_DATASETS.contains(&name) && !known_data.contains(&name) {
+            return Err(Error::config(
+                at("data.dataset"),
+                format!(
+                    "unknown data set {name:?}; expected one of {}, {}",
+                    denoise_gym_envs::TOY_DATASETS.join(", "),
+                    known_data.join(", ")
+                ),
+            ));
+        }
         let pt = &self.pretrain;
         if pt.batch_size == 0 {
             return Err(Error::config(

@@ -358,14 +358,16 @@ pub fn train_new<D: Backend>(
             out.display()
         );
     }
+    // Everything that can fail on bad input is checked before the directory is created,
+    // so a failed start leaves nothing behind to block the corrected command.
+    let dataset = build_dataset(&config.data)?;
+    let state = PretrainState::new(dev, &config, dataset.dim())?;
     let run = RunDir::new(out);
     std::fs::create_dir_all(run.checkpoints())
         .with_context(|| format!("creating {}", run.checkpoints().display()))?;
     std::fs::write(run.config(), denoise_gym::config::to_toml(&config)?)
         .with_context(|| format!("writing {}", run.config().display()))?;
     write_run_json(&run, &config, None)?;
-    let dataset = build_dataset(&config.data)?;
-    let state = PretrainState::new(dev, &config, dataset.dim())?;
     let csv = CsvLogger::create(&run.metrics())?;
     run_pretrain(run, config, dataset, state, csv, options)
 }

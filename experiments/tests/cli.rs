@@ -3,8 +3,7 @@
 //! the error messages of bad input.
 //!
 //! Every run is tiny (60 DSM steps of a 16-wide, 1-layer network) so the whole file takes
-//! a few seconds. Tests marked `BUG:` assert the correct behaviour of something the CLI
-//! currently gets wrong.
+//! a few seconds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -884,12 +883,10 @@ fn csv_data_set_trains_and_samples_in_its_dimension() {
 // Known bugs (each test asserts the correct behaviour and fails until the bug is fixed)
 // ---------------------------------------------------------------------------------------
 
-/// BUG: a `train` that fails on its data (bad CSV, unknown dataset) has already written
-/// config.toml, run.json and checkpoints/ into `--out`, so after fixing the data the same
-/// command is refused ("exists and is not empty"), and `--resume` fails on the data too.
-/// The data should be checked before the run directory is created.
+/// A `train` that fails on its data (bad CSV, unknown dataset) must not leave a half-written
+/// run directory behind: after fixing the data the very same command must work.
 #[test]
-fn bug_failed_start_leaves_no_run_directory_behind() {
+fn a_failed_start_leaves_no_run_directory_behind() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();
     let data = dir.join("data.csv");
@@ -908,11 +905,10 @@ fn bug_failed_start_leaves_no_run_directory_behind() {
     );
 }
 
-/// BUG: I/O errors print their cause twice, e.g.
-/// `error: x.toml: No such file or directory (os error 2): No such file or directory (os error 2)`
-/// (the error's Display already includes its `source`, which `{:#}` prints again).
+/// I/O errors print their cause once (not `...: No such file ... : No such file ...`,
+/// which a message that also exposes its cause as `source()` would give under `{:#}`).
 #[test]
-fn bug_io_error_cause_is_printed_once() {
+fn an_io_error_cause_is_printed_once() {
     let tmp = TempDir::new().unwrap();
     let o = dgym(
         tmp.path(),
