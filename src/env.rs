@@ -7,7 +7,27 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::tensor::{Backend, Vector};
+use crate::tensor::{Backend, Matrix, Vector};
+
+/// The observation of a denoising episode: the batch `x_t` and the step `t` (T at reset,
+/// 0 at the end; the next action produces `x_{t-1}`).
+#[derive(Debug, Clone)]
+pub struct DenoisingState<D: Backend> {
+    /// The current batch, `B × d`.
+    pub x: Matrix<D>,
+    /// The current step.
+    pub t: usize,
+}
+
+/// An environment over denoising trajectories: observes `(x_t, t)`, acts with `x_{t-1}`.
+pub trait DenoisingEnvironment<D: Backend>:
+    Env<D, Observation = DenoisingState<D>, Action = Matrix<D>>
+{
+}
+impl<D: Backend, E: Env<D, Observation = DenoisingState<D>, Action = Matrix<D>>>
+    DenoisingEnvironment<D> for E
+{
+}
 
 /// What one environment step returns (Gymnasium's `(obs, reward, terminated, truncated, info)`).
 #[derive(Debug, Clone)]

@@ -13,10 +13,13 @@
 //! with the `cuda` feature). Parameters are runtime-shaped matrices ([`Matrix`]) because
 //! widths and input dimensions come from configuration files.
 
+pub mod agent;
 pub mod checkpoint;
 pub mod config;
+pub mod ebm;
 pub mod env;
 pub mod error;
+pub mod irl;
 pub mod log;
 pub mod metrics;
 pub mod nn;
@@ -24,6 +27,7 @@ pub mod optim;
 pub mod policy;
 pub mod reward;
 pub mod rng;
+pub mod rollout;
 pub mod schedule;
 pub mod tensor;
 

@@ -8,6 +8,7 @@
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::tensor::{Backend, Matrix};
 
@@ -105,6 +106,50 @@ impl<D: Backend> Adam<D> {
             let direction = self.moment1[i].clone() / (self.moment2[i].clone().sqrt() + eps_t);
             param.axpy(1.0, &direction, -lr_t);
         }
+        Ok(())
+    }
+}
+
+impl<D: Backend> Adam<D> {
+    /// Writes the step count and both moments under `prefix` (one tensor per parameter
+    /// name), so that a resumed run continues with the very same updates.
+    pub fn save(&self, checkpoint: &mut Checkpoint, prefix: &str, names: &[String]) {
+        checkpoint.put_matrices(
+            &format!("{prefix}.moment1"),
+            names,
+            &self.moment1.iter().collect::<Vec<_>>(),
+        );
+        checkpoint.put_matrices(
+            &format!("{prefix}.moment2"),
+            names,
+            &self.moment2.iter().collect::<Vec<_>>(),
+        );
+        checkpoint
+            .metadata
+            .insert(format!("{prefix}.step"), self.step.to_string());
+    }
+
+    /// Restores what [`Adam::save`] wrote.
+    pub fn load(
+        &mut self,
+        checkpoint: &Checkpoint,
+        path: &std::path::Path,
+        prefix: &str,
+        names: &[String],
+    ) -> Result<()> {
+        checkpoint.load_matrices(
+            path,
+            &format!("{prefix}.moment1"),
+            names,
+            self.moment1.iter_mut().collect(),
+        )?;
+        checkpoint.load_matrices(
+            path,
+            &format!("{prefix}.moment2"),
+            names,
+            self.moment2.iter_mut().collect(),
+        )?;
+        self.step = checkpoint.meta_parse(path, &format!("{prefix}.step"))?;
         Ok(())
     }
 }

@@ -2,8 +2,24 @@
 //! sample `x_0`. A learned EBM gives `r = -E_φ(x_0)`; an oracle gives the exact
 //! log-density of a known law.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use std::path::Path;
+
+use crate::agent::Stats;
+use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::tensor::{Backend, Matrix, Vector};
+
+/// A reward model shared between an environment (which scores episodes with it) and a
+/// learner (which updates it between rollouts).
+pub type SharedReward<D> = Rc<RefCell<dyn RewardModel<D>>>;
+
+/// Wraps a reward model for sharing.
+pub fn shared<D: Backend, R: RewardModel<D> + 'static>(reward: R) -> Rc<RefCell<R>> {
+    Rc::new(RefCell::new(reward))
+}
 
 /// Scores finished samples. Implemented by learned energies and by oracles.
 pub trait RewardModel<D: Backend> {
@@ -17,4 +33,20 @@ pub trait RewardModel<D: Backend> {
     fn name(&self) -> &str {
         "reward"
     }
+}
+
+/// A reward model that learns from data (`positive`) versus the policy's samples
+/// (`negative`) between rollouts; a fixed reward (an oracle) learns nothing.
+pub trait LearnedReward<D: Backend>: RewardModel<D> {
+    /// One reward update; returns scalars to log (e.g. `ebm/energy_pos`).
+    fn learn(
+        &mut self,
+        positive: &Matrix<D>,
+        negative: &Matrix<D>,
+        iteration: u64,
+    ) -> Result<Stats>;
+    /// Writes the reward's state (weights, optimiser) for resuming.
+    fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) -> Result<()>;
+    /// Restores what [`LearnedReward::save`] wrote.
+    fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()>;
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use denoise_gym::env::Env;
 use denoise_gym::error::Result;
-use denoise_gym::reward::RewardModel;
+use denoise_gym::reward::{shared, RewardModel};
 use denoise_gym::tensor::{vector, Matrix, Vector};
 use denoise_gym_envs::{DenoisingEnv, GaussianMixture, OracleReward};
 use dfdx::prelude::*;
@@ -27,7 +27,7 @@ impl RewardModel<Cpu> for NegativeNorm {
 #[test]
 fn an_episode_has_t_steps_and_rewards_only_at_the_end() {
     let dev = Cpu::default();
-    let mut env = DenoisingEnv::new(dev.clone(), 2, 4, 8, Box::new(NegativeNorm), 0).unwrap();
+    let mut env = DenoisingEnv::new(dev.clone(), 2, 4, 8, shared(NegativeNorm), 0).unwrap();
     assert_eq!(env.horizon(), Some(4));
     let mut obs = env.reset(Some(1)).unwrap();
     assert_eq!(obs.t, 4);
@@ -59,7 +59,7 @@ fn an_episode_has_t_steps_and_rewards_only_at_the_end() {
 
 #[test]
 fn reset_with_a_seed_is_reproducible_and_x_t_is_standard_normal() {
-    let mut env = DenoisingEnv::new(Cpu::default(), 2, 3, 4000, Box::new(NegativeNorm), 0).unwrap();
+    let mut env = DenoisingEnv::new(Cpu::default(), 2, 3, 4000, shared(NegativeNorm), 0).unwrap();
     let a = env.reset(Some(5)).unwrap().x.as_vec();
     let b = env.reset(Some(5)).unwrap().x.as_vec();
     assert_eq!(a, b);
@@ -74,14 +74,14 @@ fn reset_with_a_seed_is_reproducible_and_x_t_is_standard_normal() {
 #[test]
 fn bad_actions_and_mismatched_rewards_are_errors() {
     let dev = Cpu::default();
-    let mut env = DenoisingEnv::new(dev.clone(), 2, 3, 4, Box::new(NegativeNorm), 0).unwrap();
+    let mut env = DenoisingEnv::new(dev.clone(), 2, 3, 4, shared(NegativeNorm), 0).unwrap();
     let before = env.step(dev.zeros_like(&(4, 2)));
     assert!(before.unwrap_err().to_string().contains("reset"));
     env.reset(None).unwrap();
     let err = env.step(dev.zeros_like(&(3, 2))).unwrap_err().to_string();
     assert!(err.contains("shape"), "{err}");
-    assert!(DenoisingEnv::new(dev.clone(), 3, 3, 4, Box::new(NegativeNorm), 0).is_err());
-    assert!(DenoisingEnv::new(dev, 2, 0, 4, Box::new(NegativeNorm), 0).is_err());
+    assert!(DenoisingEnv::new(dev.clone(), 3, 3, 4, shared(NegativeNorm), 0).is_err());
+    assert!(DenoisingEnv::new(dev, 2, 0, 4, shared(NegativeNorm), 0).is_err());
 }
 
 #[test]

@@ -1,9 +1,15 @@
 //! # denoise-gym-agents
 //!
-//! Reinforcement-learning algorithms that improve a diffusion sampler-policy (REINFORCE
-//! with baselines, PPO, the value-based pathwise DxDP update). Each agent implements the
-//! core crate's agent interface; a user's own algorithm can do the same from outside this
-//! crate without forking it.
-//!
-//! The foundation release ships the environment, policy and reward interfaces the agents
-//! build on; the agents themselves arrive with the GCD issue.
+//! Reinforcement-learning algorithms that improve a diffusion sampler-policy, each behind
+//! the core [`denoise_gym::agent::Agent`] trait: REINFORCE with the baselines of SPEC §4.1
+//! ([`reinforce`], [`baselines`]). A user's own algorithm implements the same trait from
+//! outside this crate and trains through the same loop.
+
+pub mod baselines;
+pub mod reinforce;
+
+pub use baselines::{make_baseline, ValueBaselineSpec, BASELINES};
+pub use reinforce::{Reinforce, ReinforceConfig};
+
+/// The agent names a config may use.
+pub const AGENTS: &[&str] = &["reinforce"];

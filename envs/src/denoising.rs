@@ -3,23 +3,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use denoise_gym::agent::Stats;
+use denoise_gym::checkpoint::Checkpoint;
+pub use denoise_gym::env::DenoisingState;
 use denoise_gym::env::{Env, Step};
 use denoise_gym::error::{Error, Result};
-use denoise_gym::reward::RewardModel;
+use denoise_gym::reward::{LearnedReward, RewardModel, SharedReward};
 use denoise_gym::rng::{normal_matrix, seeded, ProjectRng};
 use denoise_gym::tensor::{vector, Backend, Matrix, Vector};
 use dfdx::prelude::*;
 
 use crate::data::Dataset;
-
-/// What the agent sees: the batch `x_t` and the step `t` (T at reset, 0 at the end).
-#[derive(Debug, Clone)]
-pub struct DenoisingState<D: Backend> {
-    /// The current batch, `B × d`.
-    pub x: Matrix<D>,
-    /// The current step; the next action produces `x_{t-1}`.
-    pub t: usize,
-}
 
 /// A batch of T-step denoising episodes. `reset` draws `x_T ~ N(0, I)`; `step(x_{t-1})`
 /// advances the clock; the episode terminates at `t = 0`, where the reward model scores
@@ -30,7 +24,7 @@ pub struct DenoisingEnv<D: Backend> {
     dim: usize,
     n_steps: usize,
     batch_size: usize,
-    reward_model: Box<dyn RewardModel<D>>,
+    reward_model: SharedReward<D>,
     rng: ProjectRng,
     state: Option<DenoisingState<D>>,
 }
@@ -42,7 +36,7 @@ impl<D: Backend> DenoisingEnv<D> {
         dim: usize,
         n_steps: usize,
         batch_size: usize,
-        reward_model: Box<dyn RewardModel<D>>,
+        reward_model: SharedReward<D>,
         seed: u64,
     ) -> Result<Self> {
         if n_steps == 0 || batch_size == 0 || dim == 0 {
@@ -50,12 +44,15 @@ impl<D: Backend> DenoisingEnv<D> {
                 "DenoisingEnv needs n_steps, batch_size and dim ≥ 1 (got {n_steps}, {batch_size}, {dim})"
             )));
         }
-        if reward_model.dim() != dim {
-            return Err(Error::InvalidArgument(format!(
-                "reward model `{}` takes dimension {}, the environment has {dim}",
-                reward_model.name(),
-                reward_model.dim()
-            )));
+        {
+            let reward = reward_model.borrow();
+            if reward.dim() != dim {
+                return Err(Error::InvalidArgument(format!(
+                    "reward model `{}` takes dimension {}, the environment has {dim}",
+                    reward.name(),
+                    reward.dim()
+                )));
+            }
         }
         Ok(Self {
             device,
@@ -73,9 +70,9 @@ impl<D: Backend> DenoisingEnv<D> {
         self.dim
     }
 
-    /// The reward model.
-    pub fn reward_model(&self) -> &dyn RewardModel<D> {
-        self.reward_model.as_ref()
+    /// The reward model (shared with whoever learns it).
+    pub fn reward_model(&self) -> &SharedReward<D> {
+        &self.reward_model
     }
 }
 
@@ -113,7 +110,7 @@ impl<D: Backend> Env<D> for DenoisingEnv<D> {
         let next_t = t - 1;
         let terminated = next_t == 0;
         let reward = if terminated {
-            self.reward_model.reward(&action)?
+            self.reward_model.borrow().reward(&action)?
         } else {
             self.device.zeros_like(&(self.batch_size,))
         };
@@ -180,5 +177,28 @@ impl<D: Backend> RewardModel<D> for OracleReward {
 
     fn name(&self) -> &str {
         "oracle"
+    }
+}
+
+impl<D: Backend> LearnedReward<D> for OracleReward {
+    /// The exact density needs no learning.
+    fn learn(
+        &mut self,
+        _positive: &Matrix<D>,
+        _negative: &Matrix<D>,
+        _iteration: u64,
+    ) -> Result<Stats> {
+        Ok(Vec::new())
+    }
+    fn save(&self, _checkpoint: &mut Checkpoint, _prefix: &str) -> Result<()> {
+        Ok(())
+    }
+    fn load(
+        &mut self,
+        _checkpoint: &Checkpoint,
+        _path: &std::path::Path,
+        _prefix: &str,
+    ) -> Result<()> {
+        Ok(())
     }
 }
