@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use denoise_gym::agent::VelocityScaleKind;
 use denoise_gym::config::{Documented, SectionDocs};
 use denoise_gym::config_section;
 use denoise_gym::nn::Activation;
@@ -94,6 +95,94 @@ config_section! {
 }
 
 config_section! {
+    /// Fine-tuning the sampler as a policy against a reward (SPEC §3-4).
+    pub struct FinetuneConfig {
+        /// Number of IRL iterations after pretraining (0 = pretraining only).
+        pub iterations: u64 = 0,
+        /// Episodes (samples) per rollout, and data points per reward update.
+        pub batch_size: usize = 256,
+        /// Agent: reinforce.
+        pub agent: String = "reinforce".to_string(),
+        /// Reward: ebm (GCD: an EBM learned from data) or oracle (the exact log-density of a mixture).
+        pub reward: String = "ebm".to_string(),
+        /// Start from the final sampler of this earlier run directory instead of pretraining here ("" = pretrain).
+        pub init_from: String = String::new(),
+        /// Reward updates per policy update (n_critic).
+        pub n_critic: usize = 1,
+        /// Decay of a weight EMA used for the fine-tuned sampler; 0 = sample with the current weights.
+        pub finetune_ema_decay: f64 = 0.0,
+        /// Log every this many iterations.
+        pub log_every: u64 = 10,
+        /// Write a checkpoint every this many iterations (and at the end).
+        pub checkpoint_every: u64 = 500,
+    }
+}
+
+config_section! {
+    /// The agent (SPEC §4, §4.1).
+    pub struct AgentConfig {
+        /// Adam learning rate of the eps-network.
+        pub lr: f64 = 1e-4,
+        /// Adam learning rate of log sigma_t (its own parameter group).
+        pub lr_log_sigma: f64 = 1e-3,
+        /// Adam betas.
+        pub betas: [f64; 2] = [0.9, 0.999],
+        /// Global gradient-norm clip (0 = off).
+        pub grad_clip: f64 = 1.0,
+        /// Baseline: none, batch_mean, ema, leave_one_out, value, group_normalized.
+        pub baseline: String = "value".to_string(),
+        /// Normalise advantages to zero mean, unit std.
+        pub normalize_advantages: bool = false,
+        /// Clip advantages to |A| <= clip_advantages (0 = off).
+        pub clip_advantages: f64 = 0.0,
+        /// tau_entropy (tau_H): weight of the per-step entropy, divided by d.
+        pub tau_entropy: f64 = 0.1,
+        /// tau_velocity (tau_v): weight of the velocity cost, divided by d. tau_entropy = tau_velocity = 0 is the IPM baseline.
+        pub tau_velocity: f64 = 0.01,
+        /// Scale s_t^2 of the velocity cost: adaptive (running average of the step size) or fixed.
+        pub velocity_scale: VelocityScaleKind = VelocityScaleKind::Adaptive,
+        /// s_t^2 of the fixed velocity scale.
+        pub velocity_scale_value: f64 = 1.0,
+        /// Hidden width of the value baseline's network.
+        pub value_hidden: usize = 128,
+        /// Hidden layers of the value baseline's network.
+        pub value_depth: usize = 2,
+        /// Adam learning rate of the value baseline.
+        pub value_lr: f64 = 1e-3,
+        /// Value-baseline optimiser steps per batch.
+        pub value_steps: usize = 1,
+    }
+}
+
+config_section! {
+    /// The EBM reward and its contrastive learner (SPEC §3).
+    pub struct RewardConfig {
+        /// Hidden width of the energy network.
+        pub hidden: usize = 128,
+        /// Hidden layers of the energy network.
+        pub depth: usize = 3,
+        /// Hidden non-linearity: silu or relu.
+        pub activation: Activation = Activation::Silu,
+        /// gamma: weight of the energy-magnitude penalty.
+        pub gamma: f64 = 1.0,
+        /// Adam learning rate.
+        pub lr: f64 = 1e-3,
+        /// Adam betas.
+        pub betas: [f64; 2] = [0.9, 0.999],
+        /// Global gradient-norm clip (0 = off).
+        pub grad_clip: f64 = 0.0,
+        /// Fit the temperature T_E by held-out likelihood at the end (2-D data only).
+        pub fit_temperature: bool = true,
+        /// Half-width b of the density grid's box [-b, b]^2 (SPEC: 4 for 8 Gaussians, 2 for 25 Gaussians).
+        pub grid_half_width: f64 = 4.0,
+        /// Cells per side of the density grid.
+        pub grid_size: usize = 256,
+        /// Held-out data points for the temperature fit and the NLL.
+        pub held_out: usize = 5000,
+    }
+}
+
+config_section! {
     /// Evaluation written to summary.json at the end of the run (SPEC §7).
     pub struct EvalConfig {
         /// Number of samples (and fresh data points) compared.
@@ -115,6 +204,12 @@ pub struct TrainConfig {
     pub policy: PolicyConfig,
     /// DSM pretraining.
     pub pretrain: PretrainConfig,
+    /// Fine-tuning as RL against a reward.
+    pub finetune: FinetuneConfig,
+    /// The fine-tuning agent.
+    pub agent: AgentConfig,
+    /// The EBM reward.
+    pub reward: RewardConfig,
     /// Final evaluation.
     pub eval: EvalConfig,
 }
@@ -220,6 +315,68 @@ impl TrainConfig {
                 at("pretrain.log_every / checkpoint_every"),
                 "must be at least 1",
             ));
+        }
+        let f = &self.finetune;
+        if f.iterations > 0 {
+            if !denoise_gym_agents::AGENTS.contains(&f.agent.as_str()) {
+                return Err(Error::config(
+                    at("finetune.agent"),
+                    format!(
+                        "unknown agent {:?}; expected one of {}",
+                        f.agent,
+                        denoise_gym_agents::AGENTS.join(", ")
+                    ),
+                ));
+            }
+            if !["ebm", "oracle"].contains(&f.reward.as_str()) {
+                return Err(Error::config(
+                    at("finetune.reward"),
+                    format!("unknown reward {:?}; expected ebm or oracle", f.reward),
+                ));
+            }
+            if !denoise_gym_agents::BASELINES.contains(&self.agent.baseline.as_str()) {
+                return Err(Error::config(
+                    at("agent.baseline"),
+                    format!(
+                        "unknown baseline {:?}; expected one of {}",
+                        self.agent.baseline,
+                        denoise_gym_agents::BASELINES.join(", ")
+                    ),
+                ));
+            }
+            if self.agent.baseline == "leave_one_out" && f.batch_size < 2 {
+                return Err(Error::config(
+                    at("finetune.batch_size"),
+                    "leave_one_out needs a batch of at least 2 samples",
+                ));
+            }
+            if f.batch_size == 0 || f.n_critic == 0 || f.log_every == 0 || f.checkpoint_every == 0 {
+                return Err(Error::config(
+                    at("finetune"),
+                    "batch_size, n_critic, log_every and checkpoint_every must be at least 1",
+                ));
+            }
+            if !(0.0..1.0).contains(&f.finetune_ema_decay) {
+                return Err(Error::config(
+                    at("finetune.finetune_ema_decay"),
+                    "must be in [0, 1)",
+                ));
+            }
+            let a = &self.agent;
+            for (key, value) in [
+                ("agent.tau_entropy", a.tau_entropy),
+                ("agent.tau_velocity", a.tau_velocity),
+            ] {
+                if !(value.is_finite() && value >= 0.0) {
+                    return Err(Error::config(at(key), "must be a finite number >= 0"));
+                }
+            }
+            if a.velocity_scale_value <= 0.0 {
+                return Err(Error::config(
+                    at("agent.velocity_scale_value"),
+                    "must be > 0",
+                ));
+            }
         }
         if self.eval.n_samples < 2 {
             return Err(Error::config(at("eval.n_samples"), "must be at least 2"));

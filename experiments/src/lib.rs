@@ -4,4 +4,6 @@
 //! runners that write a run directory ([`run`]).
 
 pub mod config;
+pub mod energy;
+pub mod finetune;
 pub mod run;

@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a config (DSM pretraining of a T-step sampler) and write a run directory.
+    /// Run a config (DSM pretraining, then optional fine-tuning) and write a run directory.
     Train {
         /// The config file (TOML). Not needed with --resume.
         config: Option<PathBuf>,
@@ -58,6 +58,18 @@ enum Command {
         /// Seed of the sampling noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Write the EBM's energies at given points: the input columns plus `energy`
+    /// (calibrated, p ∝ exp(-energy)) and `energy_raw`.
+    Energy {
+        /// The run directory (of a run with finetune.reward = "ebm").
+        run_dir: PathBuf,
+        /// Input CSV of points (header optional).
+        #[arg(long)]
+        points: PathBuf,
+        /// Output CSV file.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the resolved config with every default and its one-line doc.
     Config {
@@ -107,6 +119,15 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             write_samples(&device, &run_dir, n, seed, &out)?;
             println!("wrote {n} samples to {}", out.display());
+        }
+        Command::Energy {
+            run_dir,
+            points,
+            out,
+        } => {
+            let n =
+                denoise_gym_experiments::energy::write_energies(&device, &run_dir, &points, &out)?;
+            println!("wrote {n} energies to {}", out.display());
         }
         Command::Config { config, overrides } => {
             let resolved = TrainConfig::load(config.as_deref(), &overrides)?;

@@ -24,6 +24,7 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::config::{DataConfig, TrainConfig};
+use crate::finetune::FinetuneState;
 
 /// RNG streams: one per consumer, so that evaluation never shifts training's numbers.
 const STREAM_INIT: u64 = 1;
@@ -257,8 +258,9 @@ impl<D: Backend> PretrainState<D> {
 /// Options of one `dgym train` invocation.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
-    /// Stop after this many iterations of this invocation without a final checkpoint or
-    /// summary, exactly as if the process had been killed (to exercise `--resume`).
+    /// Stop after this many iterations of this invocation (across phases) without a final
+    /// checkpoint or summary, exactly as if the process had been killed (to exercise
+    /// `--resume`).
     pub stop_after: Option<u64>,
 }
 
@@ -323,20 +325,257 @@ fn write_run_json(run: &RunDir, config: &TrainConfig, resumed_from: Option<u64>)
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn save_checkpoint<D: Backend>(
+/// A training phase the run loop can drive: one iteration at a time, checkpointable.
+trait PhaseState {
+    /// `pretrain` or `finetune` (the `phase` column of metrics.csv).
+    fn phase(&self) -> &'static str;
+    /// Iterations of this phase done.
+    fn done(&self) -> u64;
+    /// The global step (one counter across phases).
+    fn global_step(&self) -> u64;
+    /// One iteration; returns the scalars to log. On error the state must be unchanged
+    /// when [`PhaseState::unchanged_on_error`] is true.
+    fn advance(
+        &mut self,
+        dataset: &Arc<dyn Dataset>,
+        config: &TrainConfig,
+    ) -> Result<Vec<(String, f64)>>;
+    /// Whether a failed [`PhaseState::advance`] leaves the state as it was.
+    fn unchanged_on_error(&self) -> bool;
+    /// The whole state.
+    fn checkpoint(&self) -> Result<Checkpoint>;
+}
+
+impl<D: Backend> PhaseState for PretrainState<D> {
+    fn phase(&self) -> &'static str {
+        "pretrain"
+    }
+    fn done(&self) -> u64 {
+        self.iteration
+    }
+    fn global_step(&self) -> u64 {
+        self.iteration
+    }
+    fn advance(
+        &mut self,
+        dataset: &Arc<dyn Dataset>,
+        config: &TrainConfig,
+    ) -> Result<Vec<(String, f64)>> {
+        let (loss, grad_norm) = self.step(dataset.as_ref(), config)?;
+        let mut scalars = vec![
+            ("dsm/loss".to_string(), loss),
+            ("dsm/grad_norm".to_string(), grad_norm),
+        ];
+        for (t, sigma) in self.policy.sigmas().iter().enumerate() {
+            scalars.push((format!("policy/sigma_{}", t + 1), *sigma as f64));
+        }
+        Ok(scalars)
+    }
+    fn unchanged_on_error(&self) -> bool {
+        // `step` checks the loss and gradient before any update.
+        true
+    }
+    fn checkpoint(&self) -> Result<Checkpoint> {
+        self.to_checkpoint()
+    }
+}
+
+impl<D: Backend> PhaseState for FinetuneState<D> {
+    fn phase(&self) -> &'static str {
+        "finetune"
+    }
+    fn done(&self) -> u64 {
+        self.iteration
+    }
+    fn global_step(&self) -> u64 {
+        self.step()
+    }
+    fn advance(
+        &mut self,
+        dataset: &Arc<dyn Dataset>,
+        config: &TrainConfig,
+    ) -> Result<Vec<(String, f64)>> {
+        self.iterate(dataset, config)
+    }
+    fn unchanged_on_error(&self) -> bool {
+        // The reward may already have been updated when the policy update fails.
+        false
+    }
+    fn checkpoint(&self) -> Result<Checkpoint> {
+        self.to_checkpoint()
+    }
+}
+
+fn save_checkpoint(
     run: &RunDir,
-    state: &PretrainState<D>,
-    numbered: bool,
+    checkpoint: &Checkpoint,
+    numbered_step: Option<u64>,
 ) -> Result<()> {
-    let checkpoint = state.to_checkpoint()?;
-    if numbered {
-        let path = run
-            .checkpoints()
-            .join(format!("step_{:07}.safetensors", state.iteration));
-        checkpoint.save(&path)?;
+    if let Some(step) = numbered_step {
+        checkpoint.save(
+            &run.checkpoints()
+                .join(format!("step_{step:07}.safetensors")),
+        )?;
     }
     checkpoint.save(&run.last_checkpoint())?;
     Ok(())
+}
+
+/// How a phase loop ended.
+enum LoopEnd {
+    /// Every iteration of the phase is done.
+    Finished { wall_time_s: f64, iterations: u64 },
+    /// `--stop-after` was reached.
+    Stopped,
+}
+
+struct Cadence {
+    total: u64,
+    log_every: u64,
+    checkpoint_every: u64,
+}
+
+/// Drives one phase to its end (or to the `--stop-after` budget), logging and
+/// checkpointing on the global step.
+fn drive(
+    run: &RunDir,
+    config: &TrainConfig,
+    dataset: &Arc<dyn Dataset>,
+    state: &mut dyn PhaseState,
+    cadence: Cadence,
+    logger: &mut MultiLogger,
+    budget: &mut Option<u64>,
+) -> Result<LoopEnd> {
+    let first = state.done();
+    let mut progress = Progress::new(state.phase(), cadence.total, first, config.run.quiet);
+    let started = Instant::now();
+    let mut last_checkpoint_step = None;
+    while state.done() < cadence.total {
+        if *budget == Some(0) {
+            logger.flush()?;
+            return Ok(LoopEnd::Stopped);
+        }
+        if let Some(left) = budget.as_mut() {
+            *left -= 1;
+        }
+        let mut scalars = match state.advance(dataset, config) {
+            Ok(scalars) => scalars,
+            Err(error) => {
+                logger.flush()?;
+                let note = if state.unchanged_on_error() {
+                    save_checkpoint(run, &state.checkpoint()?, None)?;
+                    format!(
+                        "the last good state (step {}) is in {}",
+                        state.global_step(),
+                        run.last_checkpoint().display()
+                    )
+                } else {
+                    format!(
+                        "the last good checkpoint is {} (step {})",
+                        run.last_checkpoint().display(),
+                        last_checkpoint_step.map_or_else(
+                            || "from before this invocation".to_string(),
+                            |s: u64| s.to_string()
+                        )
+                    )
+                };
+                return Err(error.context(format!("{} stopped; {note}", state.phase())));
+            }
+        };
+        let done = state.done();
+        let step = state.global_step();
+        if done.is_multiple_of(cadence.log_every) || done == cadence.total {
+            let elapsed = started.elapsed().as_secs_f64();
+            scalars.push(("time/elapsed_s".to_string(), elapsed));
+            scalars.push((
+                "time/it_per_s".to_string(),
+                (done - first) as f64 / elapsed.max(1e-9),
+            ));
+            logger.log_scalars(step, state.phase(), &scalars)?;
+        }
+        if done.is_multiple_of(cadence.checkpoint_every) || done == cadence.total {
+            save_checkpoint(run, &state.checkpoint()?, Some(step))?;
+            last_checkpoint_step = Some(step);
+        }
+        let headline = scalars
+            .iter()
+            .find(|(name, _)| name == "dsm/loss" || name == "reward/return_mean")
+            .map_or_else(String::new, |(name, value)| format!("{name} {value:.4}"));
+        progress.update(done, &headline);
+    }
+    progress.finish();
+    Ok(LoopEnd::Finished {
+        wall_time_s: started.elapsed().as_secs_f64(),
+        iterations: state.done() - first,
+    })
+}
+
+/// Where a run (re)starts.
+enum Start<D: Backend> {
+    Pretrain(PretrainState<D>),
+    Finetune(FinetuneState<D>),
+}
+
+/// Loads the sampler of `init_from`, checking it fits this config.
+fn sampler_from_run<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dim: usize,
+) -> Result<GaussianPolicy<D>> {
+    let other = Path::new(&config.finetune.init_from);
+    let other_config = RunDir::new(other)
+        .load_config()
+        .with_context(|| "key finetune.init_from")?;
+    let (mine, theirs) = (&config.policy, &other_config.policy);
+    let checks = [
+        (
+            "policy.n_steps",
+            mine.n_steps.to_string(),
+            theirs.n_steps.to_string(),
+        ),
+        (
+            "policy.hidden",
+            mine.hidden.to_string(),
+            theirs.hidden.to_string(),
+        ),
+        (
+            "policy.depth",
+            mine.depth.to_string(),
+            theirs.depth.to_string(),
+        ),
+        (
+            "policy.time_embed_dim",
+            mine.time_embed_dim.to_string(),
+            theirs.time_embed_dim.to_string(),
+        ),
+        (
+            "policy.schedule",
+            mine.schedule.to_string(),
+            theirs.schedule.to_string(),
+        ),
+        (
+            "policy.activation",
+            format!("{:?}", mine.activation),
+            format!("{:?}", theirs.activation),
+        ),
+    ];
+    for (key, a, b) in checks {
+        if a != b {
+            bail!(
+                "key finetune.init_from: run {} has {key} = {b}, this config has {a}",
+                other.display()
+            );
+        }
+    }
+    let policy = load_sampler(dev, other).with_context(|| "key finetune.init_from")?;
+    if policy.dim() != dim {
+        bail!(
+            "key finetune.init_from: run {} samples dimension {}, this config's data has dimension {dim}",
+            other.display(),
+            policy.dim()
+        );
+    }
+    Ok(policy)
 }
 
 /// Starts a new run of `config` in `out`.
@@ -361,7 +600,18 @@ pub fn train_new<D: Backend>(
     // Everything that can fail on bad input is checked before the directory is created,
     // so a failed start leaves nothing behind to block the corrected command.
     let dataset = build_dataset(&config.data)?;
-    let state = PretrainState::new(dev, &config, dataset.dim())?;
+    let start = if config.finetune.init_from.is_empty() {
+        Start::Pretrain(PretrainState::new(dev, &config, dataset.dim())?)
+    } else {
+        if config.finetune.iterations == 0 {
+            bail!("key finetune.init_from: starting from another run only makes sense with finetune.iterations > 0");
+        }
+        let policy = sampler_from_run(dev, &config, dataset.dim())?;
+        let start_eval = evaluate(&policy, dataset.as_ref(), &config)?;
+        Start::Finetune(FinetuneState::new(
+            dev, &config, &dataset, policy, 0, start_eval,
+        )?)
+    };
     let run = RunDir::new(out);
     std::fs::create_dir_all(run.checkpoints())
         .with_context(|| format!("creating {}", run.checkpoints().display()))?;
@@ -369,7 +619,7 @@ pub fn train_new<D: Backend>(
         .with_context(|| format!("writing {}", run.config().display()))?;
     write_run_json(&run, &config, None)?;
     let csv = CsvLogger::create(&run.metrics())?;
-    run_pretrain(run, config, dataset, state, csv, options)
+    run_phases(dev, run, config, dataset, start, csv, options)
 }
 
 /// Continues an interrupted run from its last checkpoint.
@@ -388,108 +638,159 @@ pub fn train_resume<D: Backend>(
         );
     }
     let checkpoint = run.load_last_checkpoint()?;
+    let path = run.last_checkpoint();
     let dataset = build_dataset(&config.data)?;
-    let mut state = PretrainState::new(dev, &config, dataset.dim())?;
-    state.restore(&checkpoint, &run.last_checkpoint())?;
-    write_run_json(&run, &config, Some(state.iteration))?;
-    let csv = CsvLogger::resume(&run.metrics(), state.iteration)?;
-    run_pretrain(run, config, dataset, state, csv, options)
+    let start = match checkpoint.meta(&path, "phase")? {
+        "pretrain" => {
+            let mut state = PretrainState::new(dev, &config, dataset.dim())?;
+            state.restore(&checkpoint, &path)?;
+            Start::Pretrain(state)
+        }
+        "finetune" => {
+            // A skeleton of the right shapes; every value is overwritten by the checkpoint.
+            let skeleton = PretrainState::new(dev, &config, dataset.dim())?.policy;
+            let mut state = FinetuneState::new(dev, &config, &dataset, skeleton, 0, json!(null))?;
+            state.restore(&checkpoint, &path)?;
+            Start::Finetune(state)
+        }
+        other => bail!("checkpoint {}: unknown phase {other:?}", path.display()),
+    };
+    let step: u64 = checkpoint.meta_parse(&path, "iteration")?;
+    write_run_json(&run, &config, Some(step))?;
+    let csv = CsvLogger::resume(&run.metrics(), step)?;
+    run_phases(dev, run, config, dataset, start, csv, options)
 }
 
-fn run_pretrain<D: Backend>(
+fn run_phases<D: Backend>(
+    dev: &D,
     run: RunDir,
     config: TrainConfig,
     dataset: Arc<dyn Dataset>,
-    mut state: PretrainState<D>,
+    start: Start<D>,
     csv: CsvLogger,
     options: &TrainOptions,
 ) -> Result<TrainOutcome> {
     let mut logger = MultiLogger::new();
     logger.push(Box::new(csv));
     logger.push(Box::new(TensorBoardLogger::create(&run.root)?));
-    let total = config.pretrain.iterations;
-    let first = state.iteration;
-    let mut progress = Progress::new("pretrain", total, first, config.run.quiet);
-    let started = Instant::now();
-    let mut last_loss = f64::NAN;
-    while state.iteration < total {
-        if options
-            .stop_after
-            .is_some_and(|k| state.iteration - first >= k)
-        {
-            logger.flush()?;
-            return Ok(TrainOutcome {
-                run_dir: run.root.clone(),
-                finished: false,
+    let mut budget = options.stop_after;
+    let stopped = TrainOutcome {
+        run_dir: run.root.clone(),
+        finished: false,
+    };
+    let mut summary = json!({});
+    let mut finetune = match start {
+        Start::Finetune(state) => state,
+        Start::Pretrain(mut state) => {
+            let cadence = Cadence {
+                total: config.pretrain.iterations,
+                log_every: config.pretrain.log_every,
+                checkpoint_every: config.pretrain.checkpoint_every,
+            };
+            let LoopEnd::Finished {
+                wall_time_s,
+                iterations,
+            } = drive(
+                &run,
+                &config,
+                &dataset,
+                &mut state,
+                cadence,
+                &mut logger,
+                &mut budget,
+            )?
+            else {
+                return Ok(stopped);
+            };
+            if !run.last_checkpoint().exists() {
+                save_checkpoint(&run, &state.checkpoint()?, None)?;
+            }
+            summary["pretrain"] = json!({
+                "iterations": state.iteration,
+                "iterations_this_invocation": iterations,
+                "wall_time_s": wall_time_s,
+                "dsm_steps_per_s": iterations as f64 / wall_time_s.max(1e-9),
             });
-        }
-        let (loss, grad_norm) = match state.step(dataset.as_ref(), &config) {
-            Ok(v) => v,
-            Err(e) => {
-                // The state has not been updated by the failing step: it is the last good one.
-                save_checkpoint(&run, &state, false)?;
-                logger.flush()?;
-                return Err(e.context(format!(
-                    "stopped; the last good state is in {}",
-                    run.last_checkpoint().display()
-                )));
+            let sampler = state.sampler();
+            let pretrained_eval = evaluate(&sampler, dataset.as_ref(), &config)?;
+            if config.finetune.iterations == 0 {
+                log_eval(&mut logger, state.iteration, &pretrained_eval)?;
+                summary["phase"] = json!("pretrain");
+                summary["eval"] = pretrained_eval;
+                return finish(run, logger, summary);
             }
-        };
-        last_loss = loss;
-        let step = state.iteration;
-        if step.is_multiple_of(config.pretrain.log_every) || step == total {
-            let mut scalars = vec![
-                ("dsm/loss".to_string(), loss),
-                ("dsm/grad_norm".to_string(), grad_norm),
-            ];
-            for (t, sigma) in state.policy.sigmas().iter().enumerate() {
-                scalars.push((format!("policy/sigma_{}", t + 1), *sigma as f64));
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            scalars.push(("time/elapsed_s".to_string(), elapsed));
-            scalars.push((
-                "time/it_per_s".to_string(),
-                (step - first) as f64 / elapsed.max(1e-9),
-            ));
-            logger.log_scalars(step, "pretrain", &scalars)?;
+            let finetune = FinetuneState::new(
+                dev,
+                &config,
+                &dataset,
+                sampler,
+                state.iteration,
+                pretrained_eval,
+            )?;
+            // The hand-over is a checkpoint of its own: a run killed now resumes in fine-tuning.
+            save_checkpoint(&run, &finetune.to_checkpoint()?, None)?;
+            finetune
         }
-        if step.is_multiple_of(config.pretrain.checkpoint_every) || step == total {
-            save_checkpoint(&run, &state, true)?;
-        }
-        progress.update(step, &format!("dsm/loss {loss:.4}"));
+    };
+    let cadence = Cadence {
+        total: config.finetune.iterations,
+        log_every: config.finetune.log_every,
+        checkpoint_every: config.finetune.checkpoint_every,
+    };
+    let LoopEnd::Finished {
+        wall_time_s,
+        iterations,
+    } = drive(
+        &run,
+        &config,
+        &dataset,
+        &mut finetune,
+        cadence,
+        &mut logger,
+        &mut budget,
+    )?
+    else {
+        return Ok(stopped);
+    };
+    let ebm = finetune.calibrate(&dataset, &config)?;
+    save_checkpoint(&run, &finetune.to_checkpoint()?, None)?;
+    let final_eval = evaluate(&finetune.sampler(), dataset.as_ref(), &config)?;
+    log_eval(&mut logger, finetune.step(), &final_eval)?;
+    summary["phase"] = json!("finetune");
+    summary["finetune"] = json!({
+        "iterations": finetune.iteration,
+        "iterations_this_invocation": iterations,
+        "wall_time_s": wall_time_s,
+        "iterations_per_s": iterations as f64 / wall_time_s.max(1e-9),
+        "agent": config.finetune.agent,
+        "reward": config.finetune.reward,
+        "baseline": config.agent.baseline,
+    });
+    summary["eval_start"] = finetune.start_eval.clone();
+    summary["eval"] = final_eval;
+    if let Some(ebm) = ebm {
+        summary["ebm"] = ebm;
     }
-    progress.finish();
-    let wall_time = started.elapsed().as_secs_f64();
-    if state.iteration == first && !run.last_checkpoint().exists() {
-        save_checkpoint(&run, &state, false)?;
-    }
-    let evaluation = evaluate(&state.sampler(), dataset.as_ref(), &config)?;
-    logger.log_scalars(
-        state.iteration,
-        "eval",
-        &[
-            (
-                "eval/swd".to_string(),
-                evaluation["swd"].as_f64().unwrap_or(f64::NAN),
-            ),
-            (
-                "eval/mmd2".to_string(),
-                evaluation["mmd2"].as_f64().unwrap_or(f64::NAN),
-            ),
-        ],
-    )?;
+    finish(run, logger, summary)
+}
+
+fn log_eval(logger: &mut MultiLogger, step: u64, eval: &serde_json::Value) -> Result<()> {
+    let scalars: Vec<(String, f64)> = ["swd", "mmd2", "mmd2_median"]
+        .iter()
+        .filter_map(|k| eval[*k].as_f64().map(|v| (format!("eval/{k}"), v)))
+        .collect();
+    logger.log_scalars(step, "eval", &scalars)?;
+    Ok(())
+}
+
+/// Flushes every log and writes `summary.json` last.
+fn finish(
+    run: RunDir,
+    mut logger: MultiLogger,
+    summary: serde_json::Value,
+) -> Result<TrainOutcome> {
     logger.flush()?;
     drop(logger);
-    let iterations_run = state.iteration - first;
-    let summary = json!({
-        "phase": "pretrain",
-        "iterations": state.iteration,
-        "iterations_this_invocation": iterations_run,
-        "wall_time_s": wall_time,
-        "dsm_steps_per_s": iterations_run as f64 / wall_time.max(1e-9),
-        "final_dsm_loss": last_loss,
-        "eval": evaluation,
-    });
     let path = run.summary();
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -543,10 +844,18 @@ pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolic
     let schedule = config.schedule()?;
     let mut init_rng = seeded(config.run.seed, STREAM_INIT);
     let mut policy = GaussianPolicy::new(dev, config.policy_spec(dim), schedule, &mut init_rng)?;
-    checkpoint.load_model(&path, "policy", &mut policy)?;
+    let prefix = checkpoint
+        .metadata
+        .get("sampler_prefix")
+        .map_or("policy", String::as_str);
+    checkpoint.load_model(&path, prefix, &mut policy)?;
     if checkpoint.meta(&path, "sampler_weights")? == "ema" {
+        let ema_prefix = checkpoint
+            .metadata
+            .get("sampler_ema_prefix")
+            .map_or("ema", String::as_str);
         let names = policy.eps_net.parameter_names();
-        checkpoint.load_matrices(&path, "ema", &names, policy.eps_net.parameters_mut())?;
+        checkpoint.load_matrices(&path, ema_prefix, &names, policy.eps_net.parameters_mut())?;
     }
     Ok(policy)
 }

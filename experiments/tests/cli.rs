@@ -330,7 +330,7 @@ fn train_writes_a_complete_run_directory() {
     // summary.json, written last.
     let summary_path = run.join("summary.json");
     let summary = read_json(&summary_path);
-    assert_eq!(summary["iterations"].as_u64(), Some(60));
+    assert_eq!(summary["pretrain"]["iterations"].as_u64(), Some(60));
     for key in ["swd", "mmd2"] {
         let v = summary["eval"][key]
             .as_f64()
@@ -435,8 +435,8 @@ fn resumed_run_matches_an_uninterrupted_one() {
         );
         assert!(close6(x, y), "eval.{key}: {x} vs {y}");
     }
-    assert_eq!(summary_b["iterations"].as_u64(), Some(60));
-    assert_eq!(summary_b["iterations_this_invocation"].as_u64(), Some(40));
+    assert_eq!(summary_b["pretrain"]["iterations"].as_u64(), Some(60));
+    assert_eq!(summary_b["pretrain"]["iterations_this_invocation"].as_u64(), Some(40));
 
     // run.json records both invocations, the second resumed from the step-20 checkpoint.
     let run_json = read_json(&b.join("run.json"));

@@ -1,0 +1,91 @@
+//! `dgym energy`: the trained EBM's energies at given points, for anomaly scoring and
+//! density plots.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use denoise_gym::reward::LearnedReward;
+use denoise_gym::tensor::Backend;
+use denoise_gym_envs::TabularDataset;
+
+use crate::finetune::{build_energy_model, RewardChoice};
+use crate::run::RunDir;
+
+/// Loads the EBM of a GCD run, with its fitted temperature.
+pub fn load_energy_model<D: Backend>(
+    dev: &D,
+    run_dir: &Path,
+) -> Result<denoise_gym::ebm::EnergyModel<D>> {
+    let run = RunDir::new(run_dir);
+    let config = run.load_config()?;
+    let checkpoint = run.load_last_checkpoint()?;
+    let path = run.last_checkpoint();
+    let kind = checkpoint.metadata.get("reward_kind").map(String::as_str);
+    if kind != Some("ebm") {
+        bail!(
+            "run {} has no learned energy (its reward is {}); `dgym energy` needs a run with finetune.reward = \"ebm\"",
+            run_dir.display(),
+            kind.unwrap_or("none: it only pretrained")
+        );
+    }
+    let dim: usize = checkpoint.meta_parse(&path, "dim")?;
+    let model = build_energy_model(dev, &config, dim);
+    let learner = denoise_gym::ebm::ContrastiveConfig::default();
+    let mut reward = RewardChoice::Ebm(denoise_gym::ebm::EbmReward::new(model, learner)?);
+    reward.load(&checkpoint, &path, "reward")?;
+    let RewardChoice::Ebm(ebm) = reward else {
+        bail!("internal: reward kind changed while loading");
+    };
+    Ok(ebm.model)
+}
+
+/// Writes the input columns of `points` plus `energy` (calibrated: `E/T_E`, so that
+/// `p ∝ exp(-energy)`) and `energy_raw`.
+pub fn write_energies<D: Backend>(
+    dev: &D,
+    run_dir: &Path,
+    points: &Path,
+    out: &Path,
+) -> Result<usize> {
+    let model = load_energy_model(dev, run_dir)?;
+    let table = TabularDataset::from_csv(points, false)?;
+    let dim = table.points().len() / table.len().max(1);
+    if dim != model.dim() {
+        bail!(
+            "{}: points have {dim} columns, the run's EBM takes {}",
+            points.display(),
+            model.dim()
+        );
+    }
+    let header = input_header(points, dim)?;
+    let raw = model.energy_host(table.points());
+    let mut writer =
+        csv::Writer::from_path(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut columns = header;
+    columns.push("energy".to_string());
+    columns.push("energy_raw".to_string());
+    writer.write_record(&columns)?;
+    for (row, e) in table.points().chunks(dim).zip(&raw) {
+        let mut cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        cells.push((*e as f64 / model.temperature).to_string());
+        cells.push(e.to_string());
+        writer.write_record(&cells)?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(raw.len())
+}
+
+/// The input file's own column names when its first line is a header, else `x0, x1, …`.
+fn input_header(points: &Path, dim: usize) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(points).with_context(|| format!("reading {}", points.display()))?;
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let cells: Vec<&str> = first.split(',').map(str::trim).collect();
+    if cells.len() == dim && cells.iter().any(|c| c.parse::<f64>().is_err()) {
+        Ok(cells.iter().map(|c| c.to_string()).collect())
+    } else {
+        Ok((0..dim).map(|i| format!("x{i}")).collect())
+    }
+}
