@@ -160,6 +160,39 @@ fn close6(a: f64, b: f64) -> bool {
     a == b || (a - b).abs() <= 5e-6 * a.abs().max(b.abs())
 }
 
+/// Asserts two runs' metrics.csv hold the same steps and, except `time/` columns, the same
+/// values to 6 significant digits.
+fn assert_same_metrics(a: &Path, b: &Path) {
+    let (header_a, rows_a) = read_csv(&a.join("metrics.csv"));
+    let (header_b, rows_b) = read_csv(&b.join("metrics.csv"));
+    assert_eq!(header_a, header_b);
+    let steps = |rows: &[Vec<String>]| -> Vec<(String, String)> {
+        rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect()
+    };
+    assert_eq!(
+        steps(&rows_a),
+        steps(&rows_b),
+        "missing or duplicated steps"
+    );
+    for (ra, rb) in rows_a.iter().zip(&rows_b) {
+        for ((name, ca), cb) in header_a.iter().zip(ra).zip(rb) {
+            if name.starts_with("time/") {
+                continue;
+            }
+            if name == "phase" || ca.is_empty() || cb.is_empty() {
+                assert_eq!(ca, cb, "step {} column {name}", ra[0]);
+                continue;
+            }
+            let (va, vb): (f64, f64) = (ca.parse().unwrap(), cb.parse().unwrap());
+            assert!(
+                close6(va, vb),
+                "step {} column {name}: straight {va} vs resumed {vb}",
+                ra[0]
+            );
+        }
+    }
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -398,34 +431,7 @@ fn resumed_run_matches_an_uninterrupted_one() {
     assert!(stdout(&resumed).contains("finished"));
     assert!(b.join("summary.json").is_file());
 
-    let (header_a, rows_a) = read_csv(&a.join("metrics.csv"));
-    let (header_b, rows_b) = read_csv(&b.join("metrics.csv"));
-    assert_eq!(header_a, header_b);
-    let steps = |rows: &[Vec<String>]| -> Vec<(String, String)> {
-        rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect()
-    };
-    assert_eq!(
-        steps(&rows_a),
-        steps(&rows_b),
-        "missing or duplicated steps"
-    );
-    for (ra, rb) in rows_a.iter().zip(&rows_b) {
-        for ((name, ca), cb) in header_a.iter().zip(ra).zip(rb) {
-            if name.starts_with("time/") {
-                continue;
-            }
-            if name == "phase" || ca.is_empty() || cb.is_empty() {
-                assert_eq!(ca, cb, "step {} column {name}", ra[0]);
-                continue;
-            }
-            let (va, vb): (f64, f64) = (ca.parse().unwrap(), cb.parse().unwrap());
-            assert!(
-                close6(va, vb),
-                "step {} column {name}: straight {va} vs resumed {vb}",
-                ra[0]
-            );
-        }
-    }
+    assert_same_metrics(&a, &b);
     let summary_a = read_json(&a.join("summary.json"));
     let summary_b = read_json(&b.join("summary.json"));
     for key in ["swd", "mmd2"] {
@@ -436,7 +442,10 @@ fn resumed_run_matches_an_uninterrupted_one() {
         assert!(close6(x, y), "eval.{key}: {x} vs {y}");
     }
     assert_eq!(summary_b["pretrain"]["iterations"].as_u64(), Some(60));
-    assert_eq!(summary_b["pretrain"]["iterations_this_invocation"].as_u64(), Some(40));
+    assert_eq!(
+        summary_b["pretrain"]["iterations_this_invocation"].as_u64(),
+        Some(40)
+    );
 
     // run.json records both invocations, the second resumed from the step-20 checkpoint.
     let run_json = read_json(&b.join("run.json"));
@@ -927,4 +936,227 @@ fn an_io_error_cause_is_printed_once() {
         1,
         "cause repeated: {err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Fine-tuning (GCD / oracle) through the CLI
+// ---------------------------------------------------------------------------------------
+
+/// Overrides that add a tiny fine-tuning phase to the tiny pretraining run.
+const TINY_FINETUNE: &[&str] = &[
+    "finetune.iterations=30",
+    "finetune.batch_size=32",
+    "finetune.log_every=5",
+    "finetune.checkpoint_every=10",
+    "reward.hidden=16",
+    "reward.depth=1",
+    "reward.grid_size=32",
+    "reward.held_out=200",
+    "agent.value_hidden=16",
+    "agent.value_depth=1",
+];
+
+fn finetune_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let all: Vec<&str> = TINY_FINETUNE.iter().chain(extra).copied().collect();
+    train_args(out, &all)
+}
+
+#[test]
+fn a_gcd_run_resumed_mid_finetuning_matches_an_uninterrupted_one() {
+    let tmp = TempDir::new().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let o = dgym(tmp.path(), &finetune_args(&a, &[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 60 pretraining + 15 fine-tuning iterations, then a simulated kill; the last
+    // checkpoint is fine-tuning's step-70 one, so steps 71-75 are logged twice over.
+    let mut args = finetune_args(&b, &[]);
+    args.extend(["--stop-after".to_string(), "75".to_string()]);
+    let stopped = dgym(tmp.path(), &args);
+    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
+    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_same_metrics(&a, &b);
+    let (header, rows) = read_csv(&a.join("metrics.csv"));
+    for column in [
+        "ebm/energy_pos",
+        "ebm/energy_neg",
+        "ebm/L_E",
+        "reward/return_mean",
+        "policy/sigma_4",
+        "policy/entropy",
+        "policy/velocity_cost",
+        "policy/advantage_std",
+        "policy/grad_norm",
+        "baseline/value_loss",
+    ] {
+        assert!(
+            header.iter().any(|h| h == column),
+            "no {column} in {header:?}"
+        );
+    }
+    assert!(rows.iter().any(|r| r[1] == "finetune"));
+    let summary = read_json(&b.join("summary.json"));
+    assert_eq!(summary["phase"], "finetune");
+    assert_eq!(summary["finetune"]["iterations"].as_u64(), Some(30));
+    assert!(
+        summary["ebm"]["temperature"]
+            .as_f64()
+            .is_some_and(|t| t > 0.0),
+        "{summary}"
+    );
+    assert!(
+        summary["ebm"]["kl_calibrated"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "{summary}"
+    );
+
+    // `dgym energy` writes the input columns, the calibrated and the raw energy.
+    let points = tmp.path().join("points.csv");
+    write(&points, "x,y\n0,0\n1.5,-2\n");
+    let energies = tmp.path().join("energies.csv");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "energy",
+            b.to_str().unwrap(),
+            "--points",
+            points.to_str().unwrap(),
+            "--out",
+            energies.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = read_csv(&energies);
+    assert_eq!(header, ["x", "y", "energy", "energy_raw"]);
+    assert_eq!(rows.len(), 2);
+    let temperature = summary["ebm"]["temperature"].as_f64().unwrap();
+    for row in rows {
+        let (calibrated, raw): (f64, f64) = (row[2].parse().unwrap(), row[3].parse().unwrap());
+        assert!(
+            (calibrated - raw / temperature).abs() < 1e-4 * (1.0 + calibrated.abs()),
+            "{calibrated} vs {raw}/{temperature}"
+        );
+    }
+    // A pretraining-only run has no energy; a file of the wrong width is refused.
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &[
+                "energy",
+                a.join("missing").to_str().unwrap(),
+                "--points",
+                points.to_str().unwrap(),
+                "--out",
+                energies.to_str().unwrap(),
+            ],
+        ),
+        &["config.toml"],
+    );
+    let wide = tmp.path().join("wide.csv");
+    write(&wide, "1,2,3\n");
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &[
+                "energy",
+                b.to_str().unwrap(),
+                "--points",
+                wide.to_str().unwrap(),
+                "--out",
+                energies.to_str().unwrap(),
+            ],
+        ),
+        &["wide.csv", "3 columns", "takes 2"],
+    );
+}
+
+#[test]
+fn init_from_and_agent_options_are_checked() {
+    let tmp = TempDir::new().unwrap();
+    let base = tmp.path().join("base");
+    train_ok(tmp.path(), &base, &[]);
+    let from = format!("finetune.init_from={}", base.display());
+    // A run with another T, a missing run, and unknown names are clear errors.
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(&tmp.path().join("x1"), &[&from, "policy.n_steps=5"]),
+        ),
+        &["init_from", "policy.n_steps"],
+    );
+    let nowhere = format!(
+        "finetune.init_from={}",
+        tmp.path().join("nowhere").display()
+    );
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(&tmp.path().join("x2"), &[&nowhere]),
+        ),
+        &["init_from", "nowhere"],
+    );
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(&tmp.path().join("x3"), &["agent.baseline=\"lob\""]),
+        ),
+        &["agent.baseline", "leave_one_out"],
+    );
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(&tmp.path().join("x4"), &["finetune.agent=\"sac\""]),
+        ),
+        &["finetune.agent", "reinforce"],
+    );
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(
+                &tmp.path().join("x5"),
+                &["agent.baseline=\"leave_one_out\"", "finetune.batch_size=1"],
+            ),
+        ),
+        &["leave_one_out", "at least 2"],
+    );
+    // The oracle needs an exact density.
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(
+                &tmp.path().join("x6"),
+                &["finetune.reward=\"oracle\"", "data.dataset=\"moons\""],
+            ),
+        ),
+        &["moons", "log-density"],
+    );
+    // Starting from the base run skips pretraining: steps start at 1 in fine-tuning.
+    let run = tmp.path().join("from");
+    let o = dgym(
+        tmp.path(),
+        &finetune_args(&run, &[&from, "finetune.reward=\"oracle\""]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, rows) = read_csv(&run.join("metrics.csv"));
+    assert!(rows.iter().all(|r| r[1] != "pretrain"));
+    assert_eq!(rows[0][0], "5");
+}
+
+#[test]
+fn a_diverging_reward_stops_the_run_naming_the_quantity_and_iteration() {
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("nan");
+    let o = dgym(
+        tmp.path(),
+        &finetune_args(&run, &["reward.lr=1e30", "reward.gamma=0"]),
+    );
+    let err = assert_fails_with(&o, &["non-finite", "at iteration", "last good checkpoint"]);
+    assert!(
+        err.contains("ebm/") || err.contains("policy/") || err.contains("reward/"),
+        "{err}"
+    );
+    assert!(run.join("checkpoints/last.safetensors").is_file());
+    assert!(!run.join("summary.json").exists());
 }
