@@ -449,7 +449,6 @@ fn drive(
     let first = state.done();
     let mut progress = Progress::new(state.phase(), cadence.total, first, config.run.quiet);
     let started = Instant::now();
-    let mut last_checkpoint_step = None;
     while state.done() < cadence.total {
         if *budget == Some(0) {
             logger.flush()?;
@@ -470,13 +469,13 @@ fn drive(
                         run.last_checkpoint().display()
                     )
                 } else {
+                    let step = Checkpoint::load(&run.last_checkpoint())
+                        .ok()
+                        .and_then(|c| c.metadata.get("iteration").cloned())
+                        .unwrap_or_else(|| "unknown".to_string());
                     format!(
-                        "the last good checkpoint is {} (step {})",
-                        run.last_checkpoint().display(),
-                        last_checkpoint_step.map_or_else(
-                            || "from before this invocation".to_string(),
-                            |s: u64| s.to_string()
-                        )
+                        "the last good checkpoint is {} (step {step})",
+                        run.last_checkpoint().display()
                     )
                 };
                 return Err(error.context(format!("{} stopped; {note}", state.phase())));
@@ -495,7 +494,6 @@ fn drive(
         }
         if done.is_multiple_of(cadence.checkpoint_every) || done == cadence.total {
             save_checkpoint(run, &state.checkpoint()?, Some(step))?;
-            last_checkpoint_step = Some(step);
         }
         let headline = scalars
             .iter()
