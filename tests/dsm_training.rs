@@ -23,6 +23,7 @@ fn dsm_lowers_the_loss_and_brings_samples_closer_to_the_data() {
         activation: Activation::Silu,
         clip_x0: 0.0,
         fix_last_sigma: true,
+        last_sigma: 0.0,
     };
     let schedule = Schedule::new(ScheduleKind::Vp, 10).unwrap();
     let mut rng = seeded(0, 0);

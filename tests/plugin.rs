@@ -40,6 +40,7 @@ fn blob_policy(n_steps: usize, seed: u64) -> GaussianPolicy<Cpu> {
         activation: Activation::Silu,
         clip_x0: 0.0,
         fix_last_sigma: true,
+        last_sigma: 0.0,
     };
     let schedule = Schedule::new(ScheduleKind::Vp, n_steps).unwrap();
     let mut rng = seeded(seed, 0);

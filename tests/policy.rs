@@ -16,6 +16,7 @@ fn policy(dim: usize, n_steps: usize, fix_last_sigma: bool) -> GaussianPolicy<Cp
         activation: Activation::Silu,
         clip_x0: 0.0,
         fix_last_sigma,
+        last_sigma: 0.0,
     };
     let schedule = Schedule::new(ScheduleKind::Vp, n_steps).unwrap();
     GaussianPolicy::new(&Cpu::default(), spec, schedule, &mut seeded(3, 0)).unwrap()
@@ -165,4 +166,34 @@ fn sample_trajectory_has_t_plus_one_states_of_the_right_shape() {
     }
     assert_eq!(p.parameters().len(), p.parameter_names().len());
     let _ = matrix(&Cpu::default(), vec![0.0; 4], 2, 2);
+}
+
+#[test]
+fn last_sigma_overrides_the_frozen_sqrt_beta_1() {
+    let spec = PolicySpec {
+        dim: 2,
+        hidden: 8,
+        depth: 1,
+        time_embed_dim: 16,
+        activation: Activation::Relu,
+        clip_x0: 0.0,
+        fix_last_sigma: true,
+        last_sigma: 0.02,
+    };
+    let schedule = Schedule::new(ScheduleKind::Vp, 4).unwrap();
+    let p = GaussianPolicy::new(
+        &Cpu::default(),
+        spec.clone(),
+        schedule.clone(),
+        &mut seeded(0, 0),
+    )
+    .unwrap();
+    assert!((p.sigmas()[0] - 0.02).abs() < 1e-7);
+    let bad = PolicySpec {
+        last_sigma: -1.0,
+        ..spec
+    };
+    let err =
+        GaussianPolicy::<Cpu>::new(&Cpu::default(), bad, schedule, &mut seeded(0, 0)).unwrap_err();
+    assert!(err.to_string().contains("last_sigma"), "{err}");
 }

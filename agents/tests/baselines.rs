@@ -360,6 +360,7 @@ fn one_step_policy() -> GaussianPolicy<Cpu> {
         activation: Activation::Silu,
         clip_x0: 0.0,
         fix_last_sigma: false,
+        last_sigma: 0.0,
     };
     // A gentle vp range so that ᾱ_1 ≈ 0.58 keeps the mean O(1).
     let schedule = Schedule::with_vp_range(ScheduleKind::Vp, 1, 0.1, 1.0).unwrap();

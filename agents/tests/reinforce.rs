@@ -23,6 +23,7 @@ fn policy(dim: usize, n_steps: usize, fix_last_sigma: bool, seed: u64) -> Gaussi
         activation: Activation::Silu,
         clip_x0: 0.0,
         fix_last_sigma,
+        last_sigma: 0.0,
     };
     let schedule = Schedule::new(ScheduleKind::Vp, n_steps).unwrap();
     GaussianPolicy::new(&Cpu::default(), spec, schedule, &mut seeded(seed, 0)).unwrap()

@@ -67,8 +67,10 @@ config_section! {
         pub activation: Activation = Activation::Silu,
         /// Clip the predicted x0 to [-clip_x0, clip_x0]; 0 = no clipping.
         pub clip_x0: f32 = 0.0,
-        /// Keep sigma_1 frozen at max(sqrt(beta_1), 1e-3).
+        /// Keep sigma_1 frozen at max(sqrt(beta_1), 1e-3), or at last_sigma when set.
         pub fix_last_sigma: bool = true,
+        /// sigma_1, the last step's noise (0 = max(sqrt(beta_1), 1e-3), 0.69 at T = 4 with vp).
+        pub last_sigma: f32 = 0.0,
     }
 }
 
@@ -401,6 +403,7 @@ impl TrainConfig {
             activation: p.activation,
             clip_x0: p.clip_x0,
             fix_last_sigma: p.fix_last_sigma,
+            last_sigma: p.last_sigma,
         }
     }
 }

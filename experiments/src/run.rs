@@ -552,6 +552,16 @@ fn sampler_from_run<D: Backend>(
             theirs.schedule.to_string(),
         ),
         (
+            "policy.vp_beta_max",
+            mine.vp_beta_max.to_string(),
+            theirs.vp_beta_max.to_string(),
+        ),
+        (
+            "policy.vp_beta_min",
+            mine.vp_beta_min.to_string(),
+            theirs.vp_beta_min.to_string(),
+        ),
+        (
             "policy.activation",
             format!("{:?}", mine.activation),
             format!("{:?}", theirs.activation),
@@ -565,14 +575,29 @@ fn sampler_from_run<D: Backend>(
             );
         }
     }
-    let policy = load_sampler(dev, other).with_context(|| "key finetune.init_from")?;
-    if policy.dim() != dim {
+    let loaded = load_sampler(dev, other).with_context(|| "key finetune.init_from")?;
+    if loaded.dim() != dim {
         bail!(
             "key finetune.init_from: run {} samples dimension {}, this config's data has dimension {dim}",
             other.display(),
-            policy.dim()
+            loaded.dim()
         );
     }
+    // The weights and σ_2..σ_T come from the earlier run; σ_1 (fix_last_sigma, last_sigma)
+    // is this config's: DSM pretraining never depends on it, and a resumed run rebuilds
+    // the policy from this config.
+    let mut policy = PretrainState::new(dev, config, dim)?.policy;
+    for (mine, theirs) in policy
+        .eps_net
+        .parameters_mut()
+        .into_iter()
+        .zip(loaded.eps_net.parameters())
+    {
+        mine.copy_from(&theirs.as_vec());
+    }
+    let mut log_sigma = loaded.log_sigma.as_vec();
+    log_sigma[0] = policy.log_sigma.as_vec()[0];
+    policy.log_sigma.copy_from(&log_sigma);
     Ok(policy)
 }
 
