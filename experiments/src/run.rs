@@ -524,54 +524,27 @@ fn sampler_from_run<D: Backend>(
     let other_config = RunDir::new(other)
         .load_config()
         .with_context(|| "key finetune.init_from")?;
-    let (mine, theirs) = (&config.policy, &other_config.policy);
-    let checks = [
-        (
-            "policy.n_steps",
-            mine.n_steps.to_string(),
-            theirs.n_steps.to_string(),
-        ),
-        (
-            "policy.hidden",
-            mine.hidden.to_string(),
-            theirs.hidden.to_string(),
-        ),
-        (
-            "policy.depth",
-            mine.depth.to_string(),
-            theirs.depth.to_string(),
-        ),
-        (
-            "policy.time_embed_dim",
-            mine.time_embed_dim.to_string(),
-            theirs.time_embed_dim.to_string(),
-        ),
-        (
-            "policy.schedule",
-            mine.schedule.to_string(),
-            theirs.schedule.to_string(),
-        ),
-        (
-            "policy.vp_beta_max",
-            mine.vp_beta_max.to_string(),
-            theirs.vp_beta_max.to_string(),
-        ),
-        (
-            "policy.vp_beta_min",
-            mine.vp_beta_min.to_string(),
-            theirs.vp_beta_min.to_string(),
-        ),
-        (
-            "policy.activation",
-            format!("{:?}", mine.activation),
-            format!("{:?}", theirs.activation),
-        ),
-    ];
-    for (key, a, b) in checks {
+    // The architecture and schedule must match; σ_1 is this config's own (see below).
+    let mine = toml::Value::try_from(&config.policy)?;
+    let theirs = toml::Value::try_from(&other_config.policy)?;
+    for key in [
+        "n_steps",
+        "schedule",
+        "vp_beta_min",
+        "vp_beta_max",
+        "hidden",
+        "depth",
+        "time_embed_dim",
+        "activation",
+    ] {
+        let (a, b) = (mine.get(key), theirs.get(key));
         if a != b {
+            let show = |v: Option<&toml::Value>| v.map_or_else(String::new, ToString::to_string);
             bail!(
-                "key finetune.init_from: run {} has {key} = {b}, this config has {a}",
-                other.display()
+                "key finetune.init_from: run {} has policy.{key} = {}, this config has {}",
+                other.display(),
+                show(b),
+                show(a)
             );
         }
     }
