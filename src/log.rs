@@ -18,6 +18,11 @@ pub trait Logger {
     fn log_scalars(&mut self, step: u64, phase: &str, scalars: &[(String, f64)]) -> Result<()>;
     /// Makes everything logged so far durable.
     fn flush(&mut self) -> Result<()>;
+    /// Records a square RGB8 image (`size × size × 3`, row-major, interleaved) at `step`.
+    /// Sinks that cannot show images ignore it.
+    fn log_image(&mut self, _step: u64, _tag: &str, _rgb: &[u8], _size: usize) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Sends every row to several loggers.
@@ -45,6 +50,11 @@ impl Logger for MultiLogger {
     }
     fn flush(&mut self) -> Result<()> {
         self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+    fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
+        self.sinks
+            .iter_mut()
+            .try_for_each(|s| s.log_image(step, tag, rgb, size))
     }
 }
 
@@ -285,6 +295,23 @@ impl Logger for TensorBoardLogger {
     fn flush(&mut self) -> Result<()> {
         if let Some(writer) = self.writer.as_mut() {
             writer.flush();
+        }
+        Ok(())
+    }
+    fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
+        // tensorboard-rs panics on a length mismatch (and reads width and height in an
+        // unusual order, harmless for the square images accepted here).
+        if rgb.len() != size * size * 3 {
+            return Err(Error::Log {
+                path: self.dir.clone(),
+                message: format!(
+                    "image `{tag}`: {} bytes for a {size}×{size} RGB image",
+                    rgb.len()
+                ),
+            });
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            writer.add_image(tag, rgb, &[3, size, size], step as usize);
         }
         Ok(())
     }

@@ -190,6 +190,10 @@ pub trait Dataset: Send + Sync {
         let _ = points;
         None
     }
+    /// The mixture behind the data, when it is one (for per-mode statistics). Default None.
+    fn as_mixture(&self) -> Option<&GaussianMixture> {
+        None
+    }
 }
 
 /// Looks up one of the 2-D toy data sets by name (see [`TOY_DATASETS`]).
@@ -552,6 +556,10 @@ fn log_sum_exp(terms: &[f64]) -> f64 {
 impl Dataset for GaussianMixture {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn as_mixture(&self) -> Option<&GaussianMixture> {
+        Some(self)
     }
 
     fn dim(&self) -> usize {

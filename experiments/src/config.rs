@@ -192,6 +192,10 @@ config_section! {
         pub n_samples: usize = 2000,
         /// Random directions of the sliced Wasserstein distance.
         pub swd_directions: usize = 1000,
+        /// During training, log eval/* metrics and a samples image every this many steps (0 = never).
+        pub eval_every: u64 = 1000,
+        /// Samples (and fresh data points) of those in-training evaluations.
+        pub snapshot_samples: usize = 1000,
     }
 }
 

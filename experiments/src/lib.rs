@@ -5,5 +5,7 @@
 
 pub mod config;
 pub mod energy;
+pub mod eval;
 pub mod finetune;
+pub mod plots;
 pub mod run;

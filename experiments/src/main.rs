@@ -71,6 +71,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Evaluate a run: eval.json (SWD, MMD², per-mode and EBM density figures) and PNG
+    /// figures in the run directory.
+    Eval {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Number of samples (default: the run's eval.n_samples).
+        #[arg(long)]
+        n: Option<usize>,
+        /// Seed of the evaluation (default: the run's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Put runs' eval.json side by side: prints a Markdown table, writes compare.md and compare.csv.
+    Compare {
+        /// Run directories (each with an eval.json).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Directory for compare.md and compare.csv.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Print the resolved config with every default and its one-line doc.
     Config {
         /// The config file (TOML); defaults only when absent.
@@ -128,6 +149,20 @@ fn run(cli: Cli) -> Result<()> {
             let n =
                 denoise_gym_experiments::energy::write_energies(&device, &run_dir, &points, &out)?;
             println!("wrote {n} energies to {}", out.display());
+        }
+        Command::Eval { run_dir, n, seed } => {
+            let path = denoise_gym_experiments::eval::evaluate_run(&device, &run_dir, n, seed)?;
+            println!("wrote {}", path.display());
+        }
+        Command::Compare { runs, out } => {
+            let (markdown, csv) = denoise_gym_experiments::eval::compare_runs(&runs)?;
+            std::fs::create_dir_all(&out)?;
+            for (name, text) in [("compare.md", &markdown), ("compare.csv", &csv)] {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            print!("{markdown}");
         }
         Command::Config { config, overrides } => {
             let resolved = TrainConfig::load(config.as_deref(), &overrides)?;

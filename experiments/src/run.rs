@@ -12,11 +12,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::ensure_finite;
 use denoise_gym::log::{CsvLogger, Logger, MultiLogger, Progress, TensorBoardLogger};
-use denoise_gym::metrics::{mmd2, sliced_wasserstein};
 use denoise_gym::nn::Parameterized;
 use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig, WeightEma};
 use denoise_gym::policy::GaussianPolicy;
-use denoise_gym::rng::{normal_matrix, normal_vec, rng_from_json, rng_to_json, seeded, ProjectRng};
+use denoise_gym::rng::{normal_matrix, rng_from_json, rng_to_json, seeded, ProjectRng};
 use denoise_gym::tensor::{matrix, Backend};
 use denoise_gym_envs::{toy_dataset, Dataset, GaussianMixture, TabularDataset};
 use dfdx::prelude::*;
@@ -326,7 +325,7 @@ fn write_run_json(run: &RunDir, config: &TrainConfig, resumed_from: Option<u64>)
 }
 
 /// A training phase the run loop can drive: one iteration at a time, checkpointable.
-trait PhaseState {
+trait PhaseState<D: Backend> {
     /// `pretrain` or `finetune` (the `phase` column of metrics.csv).
     fn phase(&self) -> &'static str;
     /// Iterations of this phase done.
@@ -344,9 +343,11 @@ trait PhaseState {
     fn unchanged_on_error(&self) -> bool;
     /// The whole state.
     fn checkpoint(&self) -> Result<Checkpoint>;
+    /// The sampler as it would be evaluated now.
+    fn sampler(&self) -> GaussianPolicy<D>;
 }
 
-impl<D: Backend> PhaseState for PretrainState<D> {
+impl<D: Backend> PhaseState<D> for PretrainState<D> {
     fn phase(&self) -> &'static str {
         "pretrain"
     }
@@ -378,9 +379,13 @@ impl<D: Backend> PhaseState for PretrainState<D> {
     fn checkpoint(&self) -> Result<Checkpoint> {
         self.to_checkpoint()
     }
+    fn sampler(&self) -> GaussianPolicy<D> {
+        // Inherent methods of the same name: call them explicitly.
+        Self::sampler(self)
+    }
 }
 
-impl<D: Backend> PhaseState for FinetuneState<D> {
+impl<D: Backend> PhaseState<D> for FinetuneState<D> {
     fn phase(&self) -> &'static str {
         "finetune"
     }
@@ -403,6 +408,10 @@ impl<D: Backend> PhaseState for FinetuneState<D> {
     }
     fn checkpoint(&self) -> Result<Checkpoint> {
         self.to_checkpoint()
+    }
+    fn sampler(&self) -> GaussianPolicy<D> {
+        // Inherent methods of the same name: call them explicitly.
+        Self::sampler(self)
     }
 }
 
@@ -437,11 +446,11 @@ struct Cadence {
 
 /// Drives one phase to its end (or to the `--stop-after` budget), logging and
 /// checkpointing on the global step.
-fn drive(
+fn drive<D: Backend>(
     run: &RunDir,
     config: &TrainConfig,
     dataset: &Arc<dyn Dataset>,
-    state: &mut dyn PhaseState,
+    state: &mut dyn PhaseState<D>,
     cadence: Cadence,
     logger: &mut MultiLogger,
     budget: &mut Option<u64>,
@@ -483,7 +492,15 @@ fn drive(
         };
         let done = state.done();
         let step = state.global_step();
-        if done.is_multiple_of(cadence.log_every) || done == cadence.total {
+        let eval_every = config.eval.eval_every;
+        let snapshot = eval_every > 0 && step.is_multiple_of(eval_every);
+        if snapshot {
+            let snapshot =
+                crate::eval::training_snapshot(&state.sampler(), dataset.as_ref(), config, step)?;
+            scalars.extend(snapshot.scalars);
+            logger.log_image(step, "samples", &snapshot.image, snapshot.image_size)?;
+        }
+        if snapshot || done.is_multiple_of(cadence.log_every) || done == cadence.total {
             let elapsed = started.elapsed().as_secs_f64();
             scalars.push(("time/elapsed_s".to_string(), elapsed));
             scalars.push((
@@ -796,38 +813,20 @@ fn finish(
     })
 }
 
-/// SWD and MMD² of `n_samples` samples against as many fresh data points, plus the same
-/// figures for the `N(0, I)` prior and for a second data sample (the noise floor).
+/// The sample evaluation written to `summary.json` (see [`crate::eval`] for the keys).
 pub fn evaluate<D: Backend>(
     sampler: &GaussianPolicy<D>,
     dataset: &dyn Dataset,
     config: &TrainConfig,
 ) -> Result<serde_json::Value> {
-    let n = config.eval.n_samples;
-    let dim = dataset.dim();
-    let directions = config.eval.swd_directions;
-    let mut rng = seeded(config.run.seed, STREAM_EVAL);
-    let samples = sampler.sample(n, &mut rng).as_vec();
-    let data = dataset.sample(n, &mut rng);
-    let data_again = dataset.sample(n, &mut rng);
-    let prior = normal_vec(&mut rng, n * dim);
-    let swd = sliced_wasserstein(&samples, &data, dim, directions, &mut rng);
-    let mmd = mmd2(&samples, &data, dim);
-    let swd_prior = sliced_wasserstein(&prior, &data, dim, directions, &mut rng);
-    let mmd_prior = mmd2(&prior, &data, dim);
-    let swd_data = sliced_wasserstein(&data_again, &data, dim, directions, &mut rng);
-    let mmd_data = mmd2(&data_again, &data, dim);
-    Ok(json!({
-        "n_samples": n,
-        "seed": config.run.seed,
-        "swd": swd,
-        "mmd2": mmd.fixed_sum,
-        "mmd2_median": mmd.median,
-        "swd_prior": swd_prior,
-        "mmd2_prior": mmd_prior.fixed_sum,
-        "swd_data_vs_data": swd_data,
-        "mmd2_data_vs_data": mmd_data.fixed_sum,
-    }))
+    let (metrics, _, _) = crate::eval::evaluate_sampler(
+        sampler,
+        dataset,
+        config.eval.n_samples,
+        config.eval.swd_directions,
+        config.run.seed,
+    )?;
+    Ok(crate::eval::metrics_to_json(&metrics))
 }
 
 /// Loads the sampler of a run (EMA weights when the run kept them).

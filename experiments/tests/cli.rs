@@ -1160,3 +1160,119 @@ fn a_diverging_reward_stops_the_run_naming_the_quantity_and_iteration() {
     assert!(run.join("checkpoints/last.safetensors").is_file());
     assert!(!run.join("summary.json").exists());
 }
+
+#[test]
+fn eval_writes_metrics_and_figures_and_compare_tabulates_runs() {
+    let tmp = TempDir::new().unwrap();
+    let gcd = tmp.path().join("gcd");
+    let o = dgym(
+        tmp.path(),
+        &finetune_args(&gcd, &["eval.eval_every=40", "eval.snapshot_samples=100"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // eval_every: eval/* scalars in the rows of steps 40 and 80, and an image in TensorBoard.
+    let (header, rows) = read_csv(&gcd.join("metrics.csv"));
+    let swd = header
+        .iter()
+        .position(|h| h == "eval/swd")
+        .expect("eval/swd column");
+    let off_mode = header
+        .iter()
+        .position(|h| h == "eval/off_mode_fraction")
+        .expect("off-mode column");
+    for step in ["40", "80"] {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == step && r[1] != "eval")
+            .unwrap();
+        assert!(
+            row[swd].parse::<f64>().unwrap() > 0.0,
+            "step {step}: {row:?}"
+        );
+        assert!((0.0..=1.0).contains(&row[off_mode].parse::<f64>().unwrap()));
+    }
+    let events = std::fs::read(&event_files(&gcd)[0]).unwrap();
+    assert!(
+        events.windows(4).any(|w| w == b"\x89PNG"),
+        "no PNG image in the event file"
+    );
+
+    let o = dgym(tmp.path(), &["eval", gcd.to_str().unwrap(), "--n", "300"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval = read_json(&gcd.join("eval.json"));
+    for key in [
+        "swd",
+        "mmd2",
+        "mmd2_median",
+        "mode_weight_tv",
+        "off_mode_fraction",
+        "modes_covered",
+        "energy_kl",
+        "energy_kl_raw",
+        "energy_tv",
+        "energy_nll",
+        "energy_auroc",
+        "eval_time_s",
+    ] {
+        assert!(
+            eval[key].as_f64().is_some_and(f64::is_finite),
+            "eval.{key}: {eval}"
+        );
+    }
+    assert_eq!(eval["n_samples"].as_f64(), Some(300.0));
+    assert_eq!(eval["modes_covered"].as_f64().map(|m| m <= 8.0), Some(true));
+    for figure in [
+        "samples.png",
+        "trajectory.png",
+        "sigma.png",
+        "curves.png",
+        "density.png",
+    ] {
+        let bytes = std::fs::read(gcd.join(figure)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{figure} is not a PNG");
+        // Width and height from the IHDR chunk.
+        let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        assert!(width >= 600 && height >= 600, "{figure}: {width}×{height}");
+    }
+
+    let base = tmp.path().join("base");
+    train_ok(tmp.path(), &base, &[]);
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &["compare", gcd.to_str().unwrap(), base.to_str().unwrap()],
+        ),
+        &["base", "eval.json", "dgym eval"],
+    );
+    let o = dgym(tmp.path(), &["eval", base.to_str().unwrap(), "--n", "300"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table_dir = tmp.path().join("tables");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "compare",
+            gcd.to_str().unwrap(),
+            base.to_str().unwrap(),
+            "--out",
+            table_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let markdown = stdout(&o);
+    assert!(markdown.starts_with("| run | swd | mmd2 |"), "{markdown}");
+    assert_eq!(
+        std::fs::read_to_string(table_dir.join("compare.md")).unwrap(),
+        markdown
+    );
+    let (header, rows) = read_csv(&table_dir.join("compare.csv"));
+    assert_eq!(&header[..3], ["run", "swd", "mmd2"]);
+    assert_eq!(rows.len(), 2);
+    let energy_kl = header.iter().position(|h| h == "energy_kl").unwrap();
+    assert!(
+        !rows[0][energy_kl].is_empty() && rows[1][energy_kl].is_empty(),
+        "{rows:?}"
+    );
+    let swd_gcd: f64 = rows[0][1].parse().unwrap();
+    assert!((swd_gcd - eval["swd"].as_f64().unwrap()).abs() < 1e-4);
+}
