@@ -408,7 +408,13 @@ pub fn compare_runs(runs: &[PathBuf]) -> Result<(String, String)> {
         }
     }
     let cell = |m: &BTreeMap<String, f64>, c: &str| {
-        m.get(c).map_or_else(String::new, |v| format!("{v:.4}"))
+        m.get(c).map_or_else(String::new, |&v| {
+            if INTEGER_KEYS.contains(&c) && v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.4}")
+            }
+        })
     };
     let mut md = format!(
         "| run | {} |\n|---|{}\n",
