@@ -113,8 +113,8 @@ config_section! {
         pub n_critic: usize = 1,
         /// Decay of a weight EMA used for the fine-tuned sampler; 0 = sample with the current weights.
         pub finetune_ema_decay: f64 = 0.0,
-        /// Log every this many iterations.
-        pub log_every: u64 = 10,
+        /// Log every this many iterations (1: the reward curve has every iteration).
+        pub log_every: u64 = 1,
         /// Write a checkpoint every this many iterations (and at the end).
         pub checkpoint_every: u64 = 500,
     }
