@@ -55,14 +55,7 @@ where
     }
     rollout.terminal_reward = reward.borrow().reward(rollout.samples())?;
     let terminal = rollout.terminal_reward.as_vec();
-    let n = terminal.len().max(1) as f64;
-    let mean = terminal.iter().map(|&r| r as f64).sum::<f64>() / n;
-    let std = (terminal
-        .iter()
-        .map(|&r| (r as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n)
-        .sqrt();
+    let (mean, std) = crate::metrics::mean_std(&terminal);
     ensure_finite("reward/return_mean", mean, iteration)?;
     stats.push(("reward/return_mean".to_string(), mean));
     stats.push(("reward/return_std".to_string(), std));

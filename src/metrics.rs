@@ -9,6 +9,19 @@ use rand_distr::StandardNormal;
 use crate::ebm::grid_log_normaliser;
 use crate::error::{Error, Result};
 
+/// Mean and population standard deviation of `values` in f64 (`(0, 0)` when empty):
+/// the one place batch statistics of returns and advantages are computed.
+pub fn mean_std(values: &[f32]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var.sqrt())
+}
+
 /// Sliced Wasserstein distance: W2 along `n_directions` random unit directions between
 /// two equally sized samples, `SWD = sqrt(mean_k W2_k²)`. Uses the smaller sample size if
 /// they differ (the first `n` rows of each).

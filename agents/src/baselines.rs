@@ -7,6 +7,7 @@ use std::path::Path;
 use denoise_gym::agent::{Baseline, ReturnBatch, Stats};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{Error, Result};
+use denoise_gym::metrics::mean_std;
 use denoise_gym::nn::{time_embedding, Activation, Mlp, Parameterized};
 use denoise_gym::optim::{gradients_of, Adam, AdamConfig};
 use denoise_gym::tensor::{matrix, Backend, Matrix};
@@ -169,13 +170,7 @@ impl<D: Backend> Baseline<D> for GroupNormalized {
         let n = batch.batch_size;
         let mut out = Vec::with_capacity(batch.returns.len());
         for chunk in batch.returns.chunks(n) {
-            let mean = chunk.iter().map(|&g| g as f64).sum::<f64>() / n as f64;
-            let var = chunk
-                .iter()
-                .map(|&g| (g as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n as f64;
-            let std = var.sqrt();
+            let (mean, std) = mean_std(chunk);
             out.extend(
                 chunk
                     .iter()

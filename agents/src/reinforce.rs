@@ -12,6 +12,7 @@ use denoise_gym::agent::{
 };
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{ensure_finite, Error, Result};
+use denoise_gym::metrics::mean_std;
 use denoise_gym::nn::Parameterized;
 use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig};
 use denoise_gym::policy::GaussianPolicy;
@@ -85,14 +86,7 @@ pub fn policy_learning_rates<D: Backend>(
 /// Post-processing shared by score-function agents: optional normalisation and clipping.
 pub fn shape_advantages(advantages: &mut [f32], normalize: bool, clip: f64) {
     if normalize && !advantages.is_empty() {
-        let n = advantages.len() as f64;
-        let mean = advantages.iter().map(|&a| a as f64).sum::<f64>() / n;
-        let std = (advantages
-            .iter()
-            .map(|&a| (a as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
+        let (mean, std) = mean_std(advantages);
         for a in advantages.iter_mut() {
             *a = ((*a as f64 - mean) / (std + 1e-8)) as f32;
         }
@@ -103,17 +97,6 @@ pub fn shape_advantages(advantages: &mut [f32], normalize: bool, clip: f64) {
             *a = a.clamp(-c, c);
         }
     }
-}
-
-fn mean_std(values: &[f32]) -> (f64, f64) {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = values
-        .iter()
-        .map(|&v| (v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    (mean, var.sqrt())
 }
 
 /// The REINFORCE agent.
