@@ -157,6 +157,23 @@ impl VelocityScale {
             self.s2[t - 1] = self.decay * self.s2[t - 1] + (1.0 - self.decay) * mean;
         }
     }
+
+    /// Writes the running `s_t²` under metadata `key` (they are training state: a resumed
+    /// run must continue the same averages).
+    pub fn save(&self, checkpoint: &mut Checkpoint, key: &str) -> Result<()> {
+        let s2 =
+            serde_json::to_string(&self.s2).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        checkpoint.metadata.insert(key.to_string(), s2);
+        Ok(())
+    }
+
+    /// Restores what [`VelocityScale::save`] wrote.
+    pub fn load(&mut self, checkpoint: &Checkpoint, path: &Path, key: &str) -> Result<()> {
+        let raw = checkpoint.meta(path, key)?;
+        self.s2 = serde_json::from_str(raw)
+            .map_err(|e| Error::checkpoint(path, format!("{key}: {e}")))?;
+        Ok(())
+    }
 }
 
 /// The entropy-regularised objective's coefficients (SPEC §4), both already divided by d

@@ -572,6 +572,31 @@ impl<D: Backend> RewardModel<D> for EbmReward<D> {
     }
 }
 
+impl<D: Backend> crate::reward::DifferentiableReward<D> for EnergyModel<D> {
+    fn reward_traced(
+        &self,
+        x0: Matrix<D, OwnedTape<f32, D>>,
+    ) -> Result<Vector<D, OwnedTape<f32, D>>> {
+        let cols = x0.shape().1;
+        if cols != self.dim() {
+            return Err(Error::InvalidArgument(format!(
+                "ebm reward: samples have {cols} columns, the energy model takes {}",
+                self.dim()
+            )));
+        }
+        Ok(self.energy(x0) * -1.0)
+    }
+}
+
+impl<D: Backend> crate::reward::DifferentiableReward<D> for EbmReward<D> {
+    fn reward_traced(
+        &self,
+        x0: Matrix<D, OwnedTape<f32, D>>,
+    ) -> Result<Vector<D, OwnedTape<f32, D>>> {
+        self.model.reward_traced(x0)
+    }
+}
+
 impl<D: Backend> crate::reward::LearnedReward<D> for EbmReward<D> {
     fn learn(
         &mut self,

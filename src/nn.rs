@@ -154,6 +154,24 @@ impl<D: Backend> Parameterized<D> for Mlp<D> {
     }
 }
 
+/// `[x, emb(t)]`: a `B × d` batch with the sinusoidal embedding of each row's step appended
+/// (`B × (d + embed_dim)`), the input of every time-conditioned network here.
+pub fn with_time_embedding<D: Backend, T: Tape<f32, D>>(
+    x: Matrix<D, T>,
+    ts: &[usize],
+    n_steps: usize,
+    embed_dim: usize,
+) -> Matrix<D, T> {
+    let rows = x.shape().0;
+    let embedding = crate::tensor::matrix(
+        x.device(),
+        time_embedding(ts, n_steps, embed_dim),
+        rows,
+        embed_dim,
+    );
+    (x, embedding).concat_along(Axis::<1>)
+}
+
 /// Sinusoidal embedding of integer time steps, `[sin(τ f_k), cos(τ f_k)]` with
 /// `f_k = 10000^{-k/(dim/2)}`. The step is rescaled to `τ = t · 1000 / T` so that the
 /// embedding spans the same frequencies whatever T is: with raw `t ∈ {1..4}` most

@@ -11,6 +11,7 @@ use crate::agent::Stats;
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::tensor::{Backend, Matrix, Vector};
+use dfdx::prelude::OwnedTape;
 
 /// A reward model shared between an environment (which scores episodes with it) and a
 /// learner (which updates it between rollouts).
@@ -49,4 +50,15 @@ pub trait LearnedReward<D: Backend>: RewardModel<D> {
     fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) -> Result<()>;
     /// Restores what [`LearnedReward::save`] wrote.
     fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()>;
+}
+
+/// A reward whose value is a differentiable function of the sample, for pathwise agents
+/// (DxDP) that back-propagate through it into the policy.
+pub trait DifferentiableReward<D: Backend>: RewardModel<D> {
+    /// `r(x_0)` per row as a traced function of `x_0`. Gradients also reach the reward's
+    /// own parameters; a policy update reads only the policy's.
+    fn reward_traced(
+        &self,
+        x0: Matrix<D, OwnedTape<f32, D>>,
+    ) -> Result<Vector<D, OwnedTape<f32, D>>>;
 }

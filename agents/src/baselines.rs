@@ -8,7 +8,7 @@ use denoise_gym::agent::{Baseline, ReturnBatch, Stats};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{Error, Result};
 use denoise_gym::metrics::mean_std;
-use denoise_gym::nn::{time_embedding, Activation, Mlp, Parameterized};
+use denoise_gym::nn::{with_time_embedding, Activation, Mlp, Parameterized};
 use denoise_gym::optim::{gradients_of, Adam, AdamConfig};
 use denoise_gym::tensor::{matrix, Backend, Matrix};
 use dfdx::prelude::*;
@@ -233,14 +233,7 @@ impl<D: Backend> ValueBaseline<D> {
     }
 
     fn input(&self, states: &Matrix<D>, steps: &[usize]) -> Matrix<D> {
-        let rows = states.shape().0;
-        let embedding = matrix(
-            states.device(),
-            time_embedding(steps, self.n_steps, self.time_embed_dim),
-            rows,
-            self.time_embed_dim,
-        );
-        (states.clone(), embedding).concat_along(Axis::<1>)
+        with_time_embedding(states.clone(), steps, self.n_steps, self.time_embed_dim)
     }
 }
 

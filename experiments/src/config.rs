@@ -3,13 +3,14 @@
 use std::path::Path;
 
 use anyhow::Result;
-use denoise_gym::agent::VelocityScaleKind;
+use denoise_gym::agent::{MaxEntCoefficients, VelocityScaleKind};
 use denoise_gym::config::{Documented, SectionDocs};
 use denoise_gym::config_section;
 use denoise_gym::nn::Activation;
 use denoise_gym::policy::PolicySpec;
 use denoise_gym::schedule::{Schedule, ScheduleKind};
 use denoise_gym::Error;
+use denoise_gym_agents::{DxdpConfig, ValueTarget};
 use serde::{Deserialize, Serialize};
 
 config_section! {
@@ -157,6 +158,29 @@ config_section! {
 }
 
 config_section! {
+    /// The DxDP agent (SPEC §4.2, `finetune.agent = "dxdp"`); its learning rates, betas,
+    /// tau_entropy, tau_velocity and velocity scale are those of [agent].
+    pub struct DxdpSection {
+        /// Global gradient-norm clip of the policy update (DxMI: 0.1; replaces agent.grad_clip).
+        pub grad_clip: f64 = 0.1,
+        /// Hidden width of the value V_psi(x, t).
+        pub value_hidden: usize = 128,
+        /// Hidden layers of the value.
+        pub value_depth: usize = 3,
+        /// Hidden non-linearity of the value: silu or relu.
+        pub value_activation: Activation = Activation::Silu,
+        /// Adam learning rate of the value.
+        pub value_lr: f64 = 1e-3,
+        /// Global gradient-norm clip of each value step (0 = off).
+        pub value_grad_clip: f64 = 0.0,
+        /// TD target: running_costs (SPEC: V(x_{t-1}, t-1) + velocity cost - entropy) or terminal_energy (DxMI's trainer: V(x_{t-1}, t-1) only).
+        pub value_target: ValueTarget = ValueTarget::RunningCosts,
+        /// States (x_t, t) per policy step, drawn from the rollout's T*B (0 = all).
+        pub policy_batch: usize = 0,
+    }
+}
+
+config_section! {
     /// The EBM reward and its contrastive learner (SPEC §3).
     pub struct RewardConfig {
         /// Hidden width of the energy network.
@@ -215,6 +239,8 @@ pub struct TrainConfig {
     pub finetune: FinetuneConfig,
     /// The fine-tuning agent.
     pub agent: AgentConfig,
+    /// The DxDP agent.
+    pub dxdp: DxdpSection,
     /// The EBM reward.
     pub reward: RewardConfig,
     /// Final evaluation.
@@ -251,6 +277,27 @@ impl TrainConfig {
                 name: "pretrain",
                 doc: "DSM pretraining of the sampler (SPEC §2).",
                 fields: PretrainConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "finetune",
+                doc: "Fine-tuning the sampler as a policy against a reward (SPEC §3-4).",
+                fields: FinetuneConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "agent",
+                doc: "The agent (SPEC §4, §4.1).",
+                fields: AgentConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "dxdp",
+                doc:
+                    "The DxDP agent (SPEC §4.2); shares [agent]'s learning rates and coefficients.",
+                fields: DxdpSection::field_docs(),
+            },
+            SectionDocs {
+                name: "reward",
+                doc: "The EBM reward and its contrastive learner (SPEC §3).",
+                fields: RewardConfig::field_docs(),
             },
             SectionDocs {
                 name: "eval",
@@ -378,6 +425,33 @@ impl TrainConfig {
                     return Err(Error::config(at(key), "must be a finite number >= 0"));
                 }
             }
+            if f.agent == "dxdp" {
+                if f.reward != "ebm" {
+                    return Err(Error::config(
+                        at("finetune.reward"),
+                        "the dxdp agent differentiates through the reward and needs \"ebm\" (the oracle is host-only)",
+                    ));
+                }
+                self.dxdp_config().validate().map_err(|e| match e {
+                    Error::Config { location, message } => {
+                        let section = if [
+                            "lr",
+                            "lr_log_sigma",
+                            "tau_entropy",
+                            "tau_velocity",
+                            "velocity_scale_value",
+                        ]
+                        .contains(&location.as_str())
+                        {
+                            "agent"
+                        } else {
+                            "dxdp"
+                        };
+                        Error::config(at(&format!("{section}.{location}")), message)
+                    }
+                    other => other,
+                })?;
+            }
             if a.velocity_scale_value <= 0.0 {
                 return Err(Error::config(
                     at("agent.velocity_scale_value"),
@@ -389,6 +463,31 @@ impl TrainConfig {
             return Err(Error::config(at("eval.n_samples"), "must be at least 2"));
         }
         Ok(())
+    }
+
+    /// The DxDP agent's settings: [dxdp] plus the learning rates and coefficients of [agent].
+    pub fn dxdp_config(&self) -> DxdpConfig {
+        let (a, x) = (&self.agent, &self.dxdp);
+        DxdpConfig {
+            lr: a.lr,
+            lr_log_sigma: a.lr_log_sigma,
+            betas: a.betas,
+            grad_clip: x.grad_clip,
+            coefficients: MaxEntCoefficients {
+                tau_entropy: a.tau_entropy,
+                tau_velocity: a.tau_velocity,
+            },
+            velocity_scale: a.velocity_scale,
+            velocity_scale_value: a.velocity_scale_value,
+            value_hidden: x.value_hidden,
+            value_depth: x.value_depth,
+            value_activation: x.value_activation,
+            value_time_embed_dim: 16,
+            value_lr: x.value_lr,
+            value_grad_clip: x.value_grad_clip,
+            value_target: x.value_target,
+            policy_batch: x.policy_batch,
+        }
     }
 
     /// The noise schedule the config describes.

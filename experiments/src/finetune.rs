@@ -17,11 +17,12 @@ use denoise_gym::irl::irl_iteration;
 use denoise_gym::nn::Parameterized;
 use denoise_gym::optim::WeightEma;
 use denoise_gym::policy::GaussianPolicy;
-use denoise_gym::reward::{LearnedReward, RewardModel};
+use denoise_gym::reward::{DifferentiableReward, LearnedReward, RewardModel};
 use denoise_gym::rng::{rng_from_json, rng_to_json, seeded, ProjectRng};
 use denoise_gym::tensor::{matrix, Backend, Matrix, Vector};
-use denoise_gym_agents::{make_baseline, Reinforce, ReinforceConfig, ValueBaselineSpec};
+use denoise_gym_agents::{make_baseline, Dxdp, Reinforce, ReinforceConfig, ValueBaselineSpec};
 use denoise_gym_envs::{Dataset, DenoisingEnv, OracleReward};
+use dfdx::prelude::OwnedTape;
 use serde_json::json;
 
 use crate::config::TrainConfig;
@@ -91,6 +92,22 @@ impl<D: Backend> LearnedReward<D> for RewardChoice<D> {
     }
 }
 
+impl<D: Backend> DifferentiableReward<D> for RewardChoice<D> {
+    fn reward_traced(
+        &self,
+        x0: Matrix<D, OwnedTape<f32, D>>,
+    ) -> denoise_gym::Result<Vector<D, OwnedTape<f32, D>>> {
+        match self {
+            RewardChoice::Ebm(r) => r.reward_traced(x0),
+            RewardChoice::Oracle(_) => Err(denoise_gym::Error::InvalidArgument(
+                "the oracle reward is computed on the host and cannot be differentiated; \
+                 a pathwise agent (dxdp) needs finetune.reward = \"ebm\""
+                    .to_string(),
+            )),
+        }
+    }
+}
+
 /// Builds the EBM of a config (untrained) for data of dimension `dim`.
 pub fn build_energy_model<D: Backend>(dev: &D, config: &TrainConfig, dim: usize) -> EnergyModel<D> {
     let r = &config.reward;
@@ -127,9 +144,15 @@ fn build_agent<D: Backend>(
     dev: &D,
     config: &TrainConfig,
     policy: GaussianPolicy<D>,
+    reward: &Rc<RefCell<RewardChoice<D>>>,
 ) -> Result<Box<dyn Agent<D>>> {
     let a = &config.agent;
     let mut rng = seeded(config.run.seed, STREAM_FINETUNE_INIT + 100);
+    if config.finetune.agent == "dxdp" {
+        let reward: Rc<RefCell<dyn DifferentiableReward<D>>> = reward.clone();
+        let dxdp = config.dxdp_config();
+        return Ok(Box::new(Dxdp::new(policy, reward, dxdp, &mut rng)?));
+    }
     let baseline = make_baseline(
         &a.baseline,
         dev,
@@ -213,7 +236,7 @@ impl<D: Backend> FinetuneState<D> {
         let decay = config.finetune.finetune_ema_decay;
         let ema = (decay > 0.0).then(|| WeightEma::new(&policy.eps_net.parameters(), decay));
         Ok(Self {
-            agent: build_agent(dev, config, policy)?,
+            agent: build_agent(dev, config, policy, &reward)?,
             reward,
             env,
             rng: seeded(config.run.seed, STREAM_FINETUNE),
