@@ -1073,6 +1073,62 @@ fn a_gcd_run_resumed_mid_finetuning_matches_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_dxdp_run_resumes_to_the_same_numbers_and_logs_its_values() {
+    let tmp = TempDir::new().unwrap();
+    let dxdp = [
+        "finetune.agent=dxdp",
+        "dxdp.value_hidden=16",
+        "dxdp.value_depth=1",
+    ];
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let o = dgym(tmp.path(), &finetune_args(&a, &dxdp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut args = finetune_args(&b, &dxdp);
+    args.extend(["--stop-after".to_string(), "75".to_string()]);
+    let stopped = dgym(tmp.path(), &args);
+    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
+    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_same_metrics(&a, &b);
+    let (header, _) = read_csv(&a.join("metrics.csv"));
+    for column in [
+        "value/loss_1",
+        "value/loss_4",
+        "value/V_1",
+        "value/V_4",
+        "policy/loss",
+        "policy/value_term",
+        "policy/entropy_term",
+        "policy/velocity_cost",
+        "policy/sigma_2",
+        "ebm/energy_gap",
+    ] {
+        assert!(
+            header.iter().any(|h| h == column),
+            "no {column} in {header:?}"
+        );
+    }
+    // The oracle is a host-side density: the pathwise agent cannot differentiate it.
+    let o = dgym(
+        tmp.path(),
+        &finetune_args(
+            &tmp.path().join("c"),
+            &["finetune.agent=dxdp", "finetune.reward=oracle"],
+        ),
+    );
+    assert_fails_with(&o, &["finetune.reward", "dxdp"]);
+    let o = dgym(
+        tmp.path(),
+        &finetune_args(
+            &tmp.path().join("d"),
+            &["finetune.agent=dxdp", "dxdp.value_lr=-1"],
+        ),
+    );
+    assert_fails_with(&o, &["dxdp.value_lr"]);
+}
+
+#[test]
 fn init_from_and_agent_options_are_checked() {
     let tmp = TempDir::new().unwrap();
     let base = tmp.path().join("base");
