@@ -42,6 +42,11 @@ config_section! {
         pub gmm_std: f64 = 0.5,
         /// For `gmm`: seed of the centres (fixed, independent of run.seed, so runs share one law).
         pub gmm_seed: u64 = 0,
+        /// For a mixture (8gaussians, 25gaussians, gmm): relative component weights, in the
+        /// set's component order ([] = equal weights), for data with unequal modes.
+        pub mixture_weights: Vec<f64> = Vec::new(),
+        /// For a mixture: the standard deviation of every component (0 = the set's own), for thin modes.
+        pub mixture_std: f64 = 0.0,
     }
 }
 

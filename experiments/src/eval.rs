@@ -86,6 +86,9 @@ pub fn sample_metrics(
         m.insert("off_mode_fraction".into(), stats.off_mode_fraction);
         m.insert("modes_covered".into(), stats.modes_covered as f64);
         m.insert("n_modes".into(), mixture.n_components() as f64);
+        for (k, weight) in stats.weights.iter().enumerate() {
+            m.insert(format!("mode_weight_{}", k + 1), *weight);
+        }
     }
     Ok(m)
 }

@@ -111,7 +111,40 @@ pub fn build_dataset(config: &DataConfig) -> Result<Arc<dyn Dataset>> {
         "digits" => Arc::new(TabularDataset::digits()?),
         name => Arc::from(toy_dataset(name).with_context(|| "key data.dataset")?),
     };
-    Ok(dataset)
+    if config.mixture_weights.is_empty() && config.mixture_std == 0.0 {
+        return Ok(dataset);
+    }
+    let Some(mixture) = dataset.as_mixture() else {
+        bail!(
+            "keys data.mixture_weights / data.mixture_std: data set {:?} is not a Gaussian mixture",
+            config.dataset
+        );
+    };
+    let n = mixture.n_components();
+    let weights = if config.mixture_weights.is_empty() {
+        mixture.weights().to_vec()
+    } else if config.mixture_weights.len() == n {
+        config.mixture_weights.clone()
+    } else {
+        bail!(
+            "key data.mixture_weights: {} weights for the {n} components of {:?}",
+            config.mixture_weights.len(),
+            config.dataset
+        );
+    };
+    let stds = if config.mixture_std == 0.0 {
+        mixture.stds().to_vec()
+    } else {
+        vec![config.mixture_std; n]
+    };
+    let reshaped = GaussianMixture::new(
+        config.dataset.clone(),
+        mixture.means().to_vec(),
+        stds,
+        weights,
+    )
+    .with_context(|| "keys data.mixture_weights / data.mixture_std")?;
+    Ok(Arc::new(reshaped))
 }
 
 /// Everything DSM pretraining carries from one iteration to the next.
