@@ -2,14 +2,17 @@
 //!
 //! Reinforcement-learning algorithms that improve a diffusion sampler-policy, each behind
 //! the core [`denoise_gym::agent::Agent`] trait: REINFORCE with the baselines of SPEC §4.1
-//! ([`reinforce`], [`baselines`]). A user's own algorithm implements the same trait from
+//! ([`reinforce`], [`baselines`]), and PPO's clipped surrogate on the same machinery
+//! ([`ppo`]). A user's own algorithm implements the same trait from
 //! outside this crate and trains through the same loop.
 
 pub mod baselines;
+pub mod ppo;
 pub mod reinforce;
 
 pub use baselines::{make_baseline, ValueBaselineSpec, BASELINES};
-pub use reinforce::{Reinforce, ReinforceConfig};
+pub use ppo::{Ppo, PpoConfig};
+pub use reinforce::{Reinforce, ReinforceConfig, ScoredBatch};
 
 /// The agent names a config may use.
-pub const AGENTS: &[&str] = &["reinforce"];
+pub const AGENTS: &[&str] = &["reinforce", "ppo"];
