@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use denoise_gym::agent::{Agent, MaxEntCoefficients, Stats};
+use denoise_gym::agent::{Agent, Stats};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::{
     fit_temperature, grid_kl, held_out_nll, ContrastiveConfig, EbmReward, EnergyModel, Grid2d,
@@ -20,7 +20,7 @@ use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::reward::{LearnedReward, RewardModel};
 use denoise_gym::rng::{rng_from_json, rng_to_json, seeded, ProjectRng};
 use denoise_gym::tensor::{matrix, Backend, Matrix, Vector};
-use denoise_gym_agents::{make_baseline, Reinforce, ReinforceConfig, ValueBaselineSpec};
+use denoise_gym_agents::{make_baseline, Ppo, Reinforce, ValueBaselineSpec};
 use denoise_gym_envs::{Dataset, DenoisingEnv, OracleReward};
 use serde_json::json;
 
@@ -143,22 +143,18 @@ fn build_agent<D: Backend>(
         },
         &mut rng,
     )?;
-    let reinforce = ReinforceConfig {
-        lr: a.lr,
-        lr_log_sigma: a.lr_log_sigma,
-        betas: a.betas,
-        grad_clip: a.grad_clip,
-        normalize_advantages: a.normalize_advantages,
-        clip_advantages: a.clip_advantages,
-        coefficients: MaxEntCoefficients {
-            tau_entropy: a.tau_entropy,
-            tau_velocity: a.tau_velocity,
-        },
-        velocity_scale: a.velocity_scale,
-        velocity_scale_value: a.velocity_scale_value,
-    };
     match config.finetune.agent.as_str() {
-        "reinforce" => Ok(Box::new(Reinforce::new(policy, baseline, reinforce)?)),
+        "reinforce" => Ok(Box::new(Reinforce::new(
+            policy,
+            baseline,
+            config.reinforce_config(),
+        )?)),
+        "ppo" => Ok(Box::new(Ppo::new(
+            policy,
+            baseline,
+            config.reinforce_config(),
+            config.ppo_config(),
+        )?)),
         other => bail!("key finetune.agent: unknown agent {other:?}"),
     }
 }
