@@ -229,7 +229,11 @@ pub fn discounted_returns_to_go(
         for k in (0..n_steps).rev() {
             let r = running(k, i);
             velocity_cost -= r;
-            g = if k + 1 == n_steps { g + r } else { gamma * g + r };
+            g = if k + 1 == n_steps {
+                g + r
+            } else {
+                gamma * g + r
+            };
             returns[k * b + i] = g as f32;
         }
     }

@@ -130,8 +130,8 @@ pub fn apply_overrides<C: DeserializeOwned + Serialize>(
             ),
             None => Error::config(&location, e.to_string()),
         })?;
-        value = toml::Value::try_from(resolved)
-            .map_err(|e| Error::config(&location, e.to_string()))?;
+        value =
+            toml::Value::try_from(resolved).map_err(|e| Error::config(&location, e.to_string()))?;
     }
     C::deserialize(value).map_err(|e| Error::config("--set", e.to_string()))
 }

@@ -207,12 +207,17 @@ impl<D: Backend> GaussianPolicy<D> {
     /// Sets the floors on `σ_t` used when sampling and when scoring `log π` (`None`: no
     /// floor). A floor must be a positive finite number.
     pub fn set_sigma_floors(&mut self, sample: Option<f64>, log_prob: Option<f64>) -> Result<()> {
-        for (key, floor) in [("min_sigma_sample", sample), ("min_sigma_logprob", log_prob)] {
+        for (key, floor) in [
+            ("min_sigma_sample", sample),
+            ("min_sigma_logprob", log_prob),
+        ] {
             if let Some(value) = floor {
                 if !(value.is_finite() && value > 0.0) {
                     return Err(Error::config(
                         key,
-                        format!("must be a number > 0 (leave the key out for no floor), got {value}"),
+                        format!(
+                            "must be a number > 0 (leave the key out for no floor), got {value}"
+                        ),
                     ));
                 }
             }
@@ -276,7 +281,11 @@ impl<D: Backend> GaussianPolicy<D> {
                 Some(_) => {}
             }
             if let Some(frozen) = self.frozen.as_mut() {
-                checkpoint.load_model(path, &format!("{prefix}.frozen_eps_net"), &mut frozen.eps_net)?;
+                checkpoint.load_model(
+                    path,
+                    &format!("{prefix}.frozen_eps_net"),
+                    &mut frozen.eps_net,
+                )?;
             }
             checkpoint.load_matrix(
                 path,

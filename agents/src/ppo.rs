@@ -146,7 +146,11 @@ impl<D: Backend> Ppo<D> {
         let deltas = log_ratio.as_vec();
         let n = rows.len().max(1) as f64;
         let stats = SurrogateStats {
-            approx_kl: deltas.iter().map(|&v| 0.5 * (v as f64).powi(2)).sum::<f64>() / n,
+            approx_kl: deltas
+                .iter()
+                .map(|&v| 0.5 * (v as f64).powi(2))
+                .sum::<f64>()
+                / n,
             clip_fraction: deltas
                 .iter()
                 .filter(|&&v| (v.exp() - 1.0).abs() > eps)
@@ -232,7 +236,11 @@ impl<D: Backend> Agent<D> for Ppo<D> {
                 let (loss, stats) = self.minibatch_loss(&batch, rows, &old_log_probs);
                 kls.push(stats.approx_kl);
                 clip_fractions.push(stats.clip_fraction);
-                if self.config.target_kl.is_some_and(|target| stats.approx_kl > target) {
+                if self
+                    .config
+                    .target_kl
+                    .is_some_and(|target| stats.approx_kl > target)
+                {
                     early_stopped = true;
                     break 'epochs;
                 }

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use denoise_gym::agent::{
-    discounted_returns_to_go, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats, VelocityScale,
-    VelocityScaleKind,
+    discounted_returns_to_go, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats,
+    VelocityScale, VelocityScaleKind,
 };
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{ensure_finite, Error, Result};
@@ -81,7 +81,9 @@ impl ReinforceConfig {
                 if !(value.is_finite() && value > 0.0) {
                     return Err(Error::config(
                         key,
-                        format!("must be a number > 0 (leave the key out for no floor), got {value}"),
+                        format!(
+                            "must be a number > 0 (leave the key out for no floor), got {value}"
+                        ),
                     ));
                 }
             }
@@ -309,10 +311,7 @@ impl<D: Backend> Reinforce<D> {
     }
 
     /// The gradient of `loss` for every policy parameter (parameter order), unclipped.
-    pub fn gradients(
-        &self,
-        loss: Tensor<(), f32, D, OwnedTape<f32, D>>,
-    ) -> Result<Vec<Matrix<D>>> {
+    pub fn gradients(&self, loss: Tensor<(), f32, D, OwnedTape<f32, D>>) -> Result<Vec<Matrix<D>>> {
         let mut grads = loss.backward();
         gradients_of(&mut grads, &self.policy.parameters())
     }

@@ -475,7 +475,9 @@ impl TrainConfig {
             other => other,
         };
         let n_steps = self.policy.n_steps;
-        self.reinforce_config().validate(n_steps).map_err(in_agent)?;
+        self.reinforce_config()
+            .validate(n_steps)
+            .map_err(in_agent)?;
         let ppo = self.ppo_config();
         ppo.validate().map_err(in_agent)?;
         if self.finetune.agent == "ppo" {
