@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use denoise_gym::agent::{Agent, Stats};
+use denoise_gym::agent::{Agent, Baseline, Stats};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::{
     fit_temperature, grid_kl, held_out_nll, ContrastiveConfig, EbmReward, EnergyModel, Grid2d,
@@ -123,18 +123,22 @@ fn build_reward<D: Backend>(
     })
 }
 
-fn build_agent<D: Backend>(
+/// The baseline `name` with the config's value-network options (a fresh one: stateful
+/// baselines start empty).
+pub fn build_baseline<D: Backend>(
     dev: &D,
     config: &TrainConfig,
-    policy: GaussianPolicy<D>,
-) -> Result<Box<dyn Agent<D>>> {
+    name: &str,
+    dim: usize,
+    n_steps: usize,
+) -> Result<Box<dyn Baseline<D>>> {
     let a = &config.agent;
     let mut rng = seeded(config.run.seed, STREAM_FINETUNE_INIT + 100);
-    let baseline = make_baseline(
-        &a.baseline,
+    Ok(make_baseline(
+        name,
         dev,
-        policy.dim(),
-        policy.n_steps(),
+        dim,
+        n_steps,
         ValueBaselineSpec {
             hidden: a.value_hidden,
             depth: a.value_depth,
@@ -142,6 +146,20 @@ fn build_agent<D: Backend>(
             steps_per_batch: a.value_steps,
         },
         &mut rng,
+    )?)
+}
+
+fn build_agent<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    policy: GaussianPolicy<D>,
+) -> Result<Box<dyn Agent<D>>> {
+    let baseline = build_baseline(
+        dev,
+        config,
+        &config.agent.baseline,
+        policy.dim(),
+        policy.n_steps(),
     )?;
     match config.finetune.agent.as_str() {
         "reinforce" => Ok(Box::new(Reinforce::new(
