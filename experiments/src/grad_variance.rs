@@ -5,8 +5,11 @@
 //! For each baseline it draws `batches` rollouts of the frozen policy, rewards them with
 //! the frozen EBM (`-E(x_0)`), and reads REINFORCE's gradient (SPEC §4.1, the run's
 //! options, no clipping, no update) of every policy parameter as one vector `g_b`. It
-//! reports `E‖g‖²`, the trace of the covariance `mean ‖g_b - ḡ‖²` (unbiased), `‖ḡ‖²`, and
-//! the trace relative to REINFORCE without a baseline. PPO's gradient at ratio 1 is
+//! reports `E‖g‖²`, the trace of the covariance `Σ_b ‖g_b - ḡ‖² / (n - 1)`, the squared
+//! norm of the expected gradient `‖E g‖²` (estimated without bias as `‖ḡ‖² - tr Cov / n`:
+//! with 20 batches `‖ḡ‖²` alone is mostly noise), the trace relative to REINFORCE without
+//! a baseline, and the noise-to-signal ratio `tr Cov / ‖E g‖²`, which does not depend on
+//! the gradient's scale (the `group_normalized` advantages are rescaled). PPO's gradient at ratio 1 is
 //! REINFORCE's divided by the number of fine-tuned steps, so its variance is that table
 //! divided by `K²`.
 //!
@@ -56,12 +59,15 @@ pub struct GradVarianceRow {
     pub baseline: String,
     /// `E‖g‖²` over the batches.
     pub mean_squared_norm: f64,
-    /// `‖ḡ‖²`, the squared norm of the mean gradient.
+    /// `‖E g‖²`, estimated as `‖ḡ‖² - tr Cov / n` (unbiased; can be negative when the
+    /// noise swamps the mean).
     pub squared_norm_of_mean: f64,
     /// `tr Cov(g) = Σ_b ‖g_b - ḡ‖² / (n - 1)`.
     pub variance: f64,
     /// `variance` divided by REINFORCE-none's.
     pub relative_variance: f64,
+    /// `tr Cov / ‖E g‖²`.
+    pub noise_to_signal: f64,
 }
 
 /// Measures every baseline at the fixed point of `run_dir`'s last checkpoint.
@@ -182,28 +188,31 @@ fn summarise(baseline: &str, gradients: &[Vec<f64>]) -> GradVarianceRow {
         })
         .sum::<f64>()
         / (n - 1.0);
+    let squared_norm_of_mean = squared(&mean) - variance / n;
     GradVarianceRow {
         baseline: baseline.to_string(),
         mean_squared_norm,
-        squared_norm_of_mean: squared(&mean),
+        squared_norm_of_mean,
         variance,
         relative_variance: f64::NAN,
+        noise_to_signal: variance / squared_norm_of_mean,
     }
 }
 
 /// The rows as a Markdown table.
 pub fn to_markdown(rows: &[GradVarianceRow]) -> String {
     let mut out = String::from(
-        "| baseline | E‖g‖² | ‖E g‖² | tr Cov(g) | relative to none |\n|---|---|---|---|---|\n",
+        "| baseline | E‖g‖² | ‖E g‖² | tr Cov(g) | tr Cov relative to none | tr Cov / ‖E g‖² |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.4e} | {:.4e} | {:.4e} | {:.4} |\n",
+            "| {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.1} |\n",
             r.baseline,
             r.mean_squared_norm,
             r.squared_norm_of_mean,
             r.variance,
-            r.relative_variance
+            r.relative_variance,
+            r.noise_to_signal
         ));
     }
     out
@@ -222,6 +231,7 @@ pub fn to_json(rows: &[GradVarianceRow], options: &GradVarianceOptions) -> serde
             "squared_norm_of_mean": r.squared_norm_of_mean,
             "variance": r.variance,
             "relative_variance": r.relative_variance,
+            "noise_to_signal": r.noise_to_signal,
         })).collect::<Vec<_>>(),
     })
 }
@@ -233,10 +243,23 @@ mod tests {
     #[test]
     fn summarise_gives_the_moments_of_hand_made_vectors() {
         // g = (1, 0), (3, 2): mean (2, 1), E‖g‖² = (1 + 13)/2 = 7, ‖ḡ‖² = 5,
-        // tr Cov = (‖(-1,-1)‖² + ‖(1,1)‖²)/(2 - 1) = 4.
+        // tr Cov = (‖(-1,-1)‖² + ‖(1,1)‖²)/(2 - 1) = 4, ‖E g‖² ≈ 5 - 4/2 = 3.
         let row = summarise("x", &[vec![1.0, 0.0], vec![3.0, 2.0]]);
         assert_eq!(row.mean_squared_norm, 7.0);
-        assert_eq!(row.squared_norm_of_mean, 5.0);
+        assert_eq!(row.squared_norm_of_mean, 3.0);
         assert_eq!(row.variance, 4.0);
+        assert_eq!(row.noise_to_signal, 4.0 / 3.0);
+        // The estimate of ‖E g‖² is unbiased: E‖ḡ‖² = ‖E g‖² + tr Cov / n. Averaged over
+        // every pair of draws of g = μ ± (1, 1), each of probability ½, it is ‖μ‖².
+        let mu = [0.5, -0.25];
+        let draws = [1.0, -1.0];
+        let mut total = 0.0;
+        for a in draws {
+            for b in draws {
+                let g = |s: f64| vec![mu[0] + s, mu[1] + s];
+                total += summarise("x", &[g(a), g(b)]).squared_norm_of_mean / 4.0;
+            }
+        }
+        assert!((total - (0.25 + 0.0625)).abs() < 1e-12, "{total}");
     }
 }

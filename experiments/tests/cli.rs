@@ -1144,6 +1144,39 @@ fn a_ppo_run_with_frozen_steps_resumes_to_the_same_numbers() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // grad-variance at the run's fixed point (its policy with frozen steps, its EBM).
+    let table = dgym(
+        tmp.path(),
+        &[
+            "grad-variance",
+            a.to_str().unwrap(),
+            "--batches",
+            "3",
+            "--warmup",
+            "1",
+            "--baselines",
+            "batch_mean,value",
+        ],
+    );
+    assert!(table.status.success(), "{}", stderr(&table));
+    let table = stdout(&table);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[2].starts_with("| none |") && lines[2].contains("| 1.000 |"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with("| batch_mean |") && lines[4].starts_with("| value |"),
+        "{table}"
+    );
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &["grad-variance", a.to_str().unwrap(), "--batches", "1"],
+        ),
+        &["--batches", "at least 2"],
+    );
     // A minibatch larger than the batch (32 samples × 2 steps) is refused up front.
     assert_fails_with(
         &dgym(
