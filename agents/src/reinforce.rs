@@ -3,6 +3,13 @@
 //!
 //! `∇J ≈ mean_batch Σ_t ∇ log π(x_{t-1}|x_t) (G_t - b_t) + (τ_H/d) ∇ Σ_t H_t`, with
 //! `G_t = -E(x_0) - τ_v Σ_{t'≤t} ‖x_{t'-1} - x_{t'}‖² / (2 s_{t'}² d)`.
+//!
+//! The diffusion-RL options of DPPO apply here and to every agent built on [`Reinforce`]
+//! (PPO): `ft_steps` restricts the sum to the last K steps (the earlier ones are frozen in
+//! the policy), `gamma_denoising` discounts `G_t`, and the policy's σ floors change how it
+//! samples and scores. The pieces of an update ([`Reinforce::score`], [`Reinforce::loss`],
+//! [`Reinforce::gradients`], [`Reinforce::apply_gradients`],
+//! [`Reinforce::finish_update`]) are public so that other score-function agents share them.
 
 use std::path::Path;
 
