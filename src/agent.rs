@@ -197,12 +197,42 @@ pub fn returns_to_go(
     scale: &VelocityScale,
     tau_velocity: f64,
 ) -> Result<(Vec<f32>, f64)> {
+    discounted_returns_to_go(
+        terminal_reward,
+        squared_lengths,
+        n_steps,
+        dim,
+        scale,
+        tau_velocity,
+        1.0,
+    )
+}
+
+/// [`returns_to_go`] with a discount `γ` across denoising steps (DPPO's
+/// `gamma_denoising`): `G_t = Σ_{t' ≤ t} γ^{t-t'} r_{t'}`, where the last step's reward
+/// `r_1` includes the terminal `-E(x_0)`. `γ = 1` is the undiscounted return; `γ` outside
+/// `(0, 1]` is an error. The reported velocity cost is undiscounted.
+pub fn discounted_returns_to_go(
+    terminal_reward: &[f32],
+    squared_lengths: &[f32],
+    n_steps: usize,
+    dim: usize,
+    scale: &VelocityScale,
+    tau_velocity: f64,
+    gamma: f64,
+) -> Result<(Vec<f32>, f64)> {
     let b = terminal_reward.len();
     if squared_lengths.len() != n_steps * b {
         return Err(Error::InvalidArgument(format!(
             "{} step lengths for {n_steps} steps × {b} samples",
             squared_lengths.len()
         )));
+    }
+    if !(gamma > 0.0 && gamma <= 1.0) {
+        return Err(Error::config(
+            "gamma_denoising",
+            format!("must be in (0, 1], got {gamma}"),
+        ));
     }
     let running = |k: usize, i: usize| -> f64 {
         let t = n_steps - k;
@@ -211,12 +241,16 @@ pub fn returns_to_go(
     let mut returns = vec![0.0f32; n_steps * b];
     let mut velocity_cost = 0.0;
     for i in 0..b {
-        // G_1 = r_1 + R; G_t = G_{t-1} + r_t: accumulate from the last step (k = T-1) up.
+        // G_1 = r_1 + R; G_t = r_t + γ G_{t-1}: accumulate from the last step (k = T-1) up.
         let mut g = terminal_reward[i] as f64;
         for k in (0..n_steps).rev() {
             let r = running(k, i);
             velocity_cost -= r;
-            g += r;
+            g = if k + 1 == n_steps {
+                g + r
+            } else {
+                gamma * g + r
+            };
             returns[k * b + i] = g as f32;
         }
     }

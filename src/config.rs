@@ -116,26 +116,36 @@ pub fn apply_overrides<C: DeserializeOwned + Serialize>(
             .ok_or_else(|| Error::config(&location, "expected section.key=value"))?;
         let key = key.trim();
         let parsed = parse_value(raw.trim());
-        set_path(
+        let inserted = set_path(
             &mut value,
             &key.split('.').collect::<Vec<_>>(),
             parsed,
             &location,
         )?;
-        value = toml::Value::try_from(
-            C::deserialize(value.clone()).map_err(|e| Error::config(&location, e.to_string()))?,
-        )
-        .map_err(|e| Error::config(&location, e.to_string()))?;
+        let resolved = C::deserialize(value.clone()).map_err(|e| match &inserted {
+            // The key was absent: an unset optional field, or a key the section lacks.
+            Some(known) => Error::config(
+                &location,
+                format!("unknown key `{key}`; known here: {known}"),
+            ),
+            None => Error::config(&location, e.to_string()),
+        })?;
+        value =
+            toml::Value::try_from(resolved).map_err(|e| Error::config(&location, e.to_string()))?;
     }
     C::deserialize(value).map_err(|e| Error::config("--set", e.to_string()))
 }
 
+/// Sets `parts` to `new`. A key its section lacks is inserted (optional fields that are
+/// unset do not appear in the serialised config), and the keys the section does have
+/// are returned so that the caller can report an unknown key should the result not
+/// deserialise.
 fn set_path(
     value: &mut toml::Value,
     parts: &[&str],
     new: toml::Value,
     location: &str,
-) -> Result<()> {
+) -> Result<Option<String>> {
     set_path_at(value, parts, 0, new, location)
 }
 
@@ -145,7 +155,7 @@ fn set_path_at(
     depth: usize,
     new: toml::Value,
     location: &str,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let key = parts[..=depth].join(".");
     let table = value.as_table_mut().ok_or_else(|| {
         Error::config(
@@ -154,6 +164,11 @@ fn set_path_at(
         )
     })?;
     let known = table.keys().cloned().collect::<Vec<_>>().join(", ");
+    let is_leaf = depth + 1 == parts.len();
+    if is_leaf && !table.contains_key(parts[depth]) {
+        table.insert(parts[depth].to_string(), new);
+        return Ok(Some(known));
+    }
     let Some(entry) = table.get_mut(parts[depth]) else {
         return Err(Error::config(
             location,
@@ -170,7 +185,7 @@ fn set_path_at(
         ));
     }
     *entry = new;
-    Ok(())
+    Ok(None)
 }
 
 fn parse_value(raw: &str) -> toml::Value {

@@ -6,6 +6,7 @@ use dfdx::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::nn::{time_embedding, Activation, Mlp, Parameterized};
 use crate::rng::normal_matrix;
@@ -68,6 +69,17 @@ impl PolicySpec {
     }
 }
 
+/// DPPO's partial fine-tuning: the steps `t > ft_steps` (the early, noisy ones) keep a
+/// frozen copy of the pretrained ε-network and their `σ_t`; only `t = ft_steps..1` learn.
+#[derive(Debug, Clone)]
+pub struct FrozenSteps<D: Backend> {
+    /// The fine-tuned steps are `t = 1..=ft_steps`.
+    pub ft_steps: usize,
+    /// The ε-network of the steps `t > ft_steps`, as it was when they were frozen. It is
+    /// not among the policy's parameters, so no optimiser reaches it.
+    pub eps_net: Mlp<D>,
+}
+
 /// The sampler-policy: ε-network, per-step `log σ_t`, and the schedule it denoises along.
 #[derive(Debug, Clone)]
 pub struct GaussianPolicy<D: Backend> {
@@ -81,6 +93,12 @@ pub struct GaussianPolicy<D: Backend> {
     sigma_mask: Matrix<D>,
     /// The frozen values where `sigma_mask` is 0, else 0.
     sigma_frozen: Matrix<D>,
+    /// Steps that keep the pretrained network (`None`: every step learns).
+    frozen: Option<FrozenSteps<D>>,
+    /// Floor on `σ_t` when sampling (DPPO's `min_sampling_denoising_std`).
+    min_sigma_sample: Option<f32>,
+    /// Floor on `σ_t` when scoring `log π` (DPPO's `min_logprob_denoising_std`).
+    min_sigma_log_prob: Option<f32>,
 }
 
 impl<D: Backend> GaussianPolicy<D> {
@@ -128,7 +146,171 @@ impl<D: Backend> GaussianPolicy<D> {
             sigma_frozen: matrix(dev, frozen, 1, n_steps),
             schedule,
             spec,
+            frozen: None,
+            min_sigma_sample: None,
+            min_sigma_log_prob: None,
         })
+    }
+
+    /// Freezes the steps `t > ft_steps` at their current network and `σ_t` (DPPO's
+    /// `ft_denoising_steps`): later updates change only the steps `t = ft_steps..1`.
+    /// `ft_steps = T` freezes nothing; `ft_steps` outside `1..=T` is an error.
+    pub fn freeze_steps_above(&mut self, ft_steps: usize) -> Result<()> {
+        let n_steps = self.n_steps();
+        if ft_steps == 0 || ft_steps > n_steps {
+            return Err(Error::config(
+                "ft_steps",
+                format!("must be in 1..={n_steps} (T), got {ft_steps}"),
+            ));
+        }
+        if let Some(frozen) = &self.frozen {
+            return Err(Error::InvalidArgument(format!(
+                "the steps above {} are frozen already",
+                frozen.ft_steps
+            )));
+        }
+        if ft_steps == n_steps {
+            return Ok(());
+        }
+        let current = self.log_sigma_row::<NoneTape>().as_vec();
+        let mut mask = self.sigma_mask.as_vec();
+        let mut frozen = self.sigma_frozen.as_vec();
+        for t in ft_steps + 1..=n_steps {
+            mask[t - 1] = 0.0;
+            frozen[t - 1] = current[t - 1];
+        }
+        self.sigma_mask.copy_from(&mask);
+        self.sigma_frozen.copy_from(&frozen);
+        // A deep copy: the frozen network must not share storage with the live one.
+        let mut eps_net = self.eps_net.clone();
+        for (copy, live) in eps_net
+            .parameters_mut()
+            .into_iter()
+            .zip(self.eps_net.parameters())
+        {
+            *copy = self.device().tensor_from_vec(live.as_vec(), *live.shape());
+        }
+        self.frozen = Some(FrozenSteps { ft_steps, eps_net });
+        Ok(())
+    }
+
+    /// The frozen steps, if any.
+    pub fn frozen_steps(&self) -> Option<&FrozenSteps<D>> {
+        self.frozen.as_ref()
+    }
+
+    /// The number of steps that learn, `t = ft_steps..1` (T when nothing is frozen).
+    pub fn ft_steps(&self) -> usize {
+        self.frozen.as_ref().map_or(self.n_steps(), |f| f.ft_steps)
+    }
+
+    /// Sets the floors on `σ_t` used when sampling and when scoring `log π` (`None`: no
+    /// floor). A floor must be a positive finite number.
+    pub fn set_sigma_floors(&mut self, sample: Option<f64>, log_prob: Option<f64>) -> Result<()> {
+        for (key, floor) in [
+            ("min_sigma_sample", sample),
+            ("min_sigma_logprob", log_prob),
+        ] {
+            if let Some(value) = floor {
+                if !(value.is_finite() && value > 0.0) {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "must be a number > 0 (leave the key out for no floor), got {value}"
+                        ),
+                    ));
+                }
+            }
+        }
+        self.min_sigma_sample = sample.map(|v| v as f32);
+        self.min_sigma_log_prob = log_prob.map(|v| v as f32);
+        Ok(())
+    }
+
+    /// The floors on `σ_t` `(when sampling, when scoring log π)`.
+    pub fn sigma_floors(&self) -> (Option<f32>, Option<f32>) {
+        (self.min_sigma_sample, self.min_sigma_log_prob)
+    }
+
+    /// Writes what [`GaussianPolicy::freeze_steps_above`] and
+    /// [`GaussianPolicy::set_sigma_floors`] set, next to the parameters stored under `prefix`
+    /// (the frozen network, the frozen `σ_t`, the floors), so that a resumed run and a
+    /// loaded sampler act as this one.
+    pub fn save_step_options(&self, checkpoint: &mut Checkpoint, prefix: &str) {
+        if let Some(frozen) = &self.frozen {
+            checkpoint
+                .metadata
+                .insert(format!("{prefix}.ft_steps"), frozen.ft_steps.to_string());
+            checkpoint.put_model(&format!("{prefix}.frozen_eps_net"), &frozen.eps_net);
+            checkpoint.put_matrix(format!("{prefix}.frozen_log_sigma"), &self.sigma_frozen);
+        }
+        for (key, floor) in [
+            ("min_sigma_sample", self.min_sigma_sample),
+            ("min_sigma_logprob", self.min_sigma_log_prob),
+        ] {
+            if let Some(value) = floor {
+                checkpoint
+                    .metadata
+                    .insert(format!("{prefix}.{key}"), value.to_string());
+            }
+        }
+    }
+
+    /// Restores what [`GaussianPolicy::save_step_options`] wrote. A checkpoint without
+    /// frozen steps cannot restore a policy that has them.
+    pub fn load_step_options(
+        &mut self,
+        checkpoint: &Checkpoint,
+        path: &std::path::Path,
+        prefix: &str,
+    ) -> Result<()> {
+        let key = format!("{prefix}.ft_steps");
+        if checkpoint.metadata.contains_key(&key) {
+            let ft_steps: usize = checkpoint.meta_parse(path, &key)?;
+            match &self.frozen {
+                None => self.freeze_steps_above(ft_steps)?,
+                Some(f) if f.ft_steps != ft_steps => {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "fine-tunes the last {ft_steps} steps, this policy the last {}",
+                            f.ft_steps
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if let Some(frozen) = self.frozen.as_mut() {
+                checkpoint.load_model(
+                    path,
+                    &format!("{prefix}.frozen_eps_net"),
+                    &mut frozen.eps_net,
+                )?;
+            }
+            checkpoint.load_matrix(
+                path,
+                &format!("{prefix}.frozen_log_sigma"),
+                &mut self.sigma_frozen,
+            )?;
+        } else if let Some(f) = &self.frozen {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "has no metadata `{key}`, but this policy fine-tunes only the last {} steps",
+                    f.ft_steps
+                ),
+            ));
+        }
+        let floor = |name: &str| -> Result<Option<f64>> {
+            let key = format!("{prefix}.{name}");
+            if checkpoint.metadata.contains_key(&key) {
+                Ok(Some(checkpoint.meta_parse(path, &key)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let (sample, log_prob) = (floor("min_sigma_sample")?, floor("min_sigma_logprob")?);
+        self.set_sigma_floors(sample, log_prob)
     }
 
     /// The schedule.
@@ -173,7 +355,26 @@ impl<D: Backend> GaussianPolicy<D> {
             embed_dim,
         );
         let input = (x_t, embedding).concat_along(Axis::<1>);
-        self.eps_net.forward(input)
+        let Some(frozen) = &self.frozen else {
+            return self.eps_net.forward(input);
+        };
+        let learns: Vec<f32> = ts
+            .iter()
+            .map(|&t| if t <= frozen.ft_steps { 1.0 } else { 0.0 })
+            .collect();
+        if learns.iter().all(|&w| w == 1.0) {
+            return self.eps_net.forward(input);
+        }
+        if learns.iter().all(|&w| w == 0.0) {
+            return frozen.eps_net.forward(input);
+        }
+        // Rows of both kinds (a stacked batch of steps): weights 1 and 0 select each row's
+        // network exactly (1·a + 0·b = a in floating point), and the 0 rows send no
+        // gradient into the live network.
+        let keeps: Vec<f32> = learns.iter().map(|w| 1.0 - w).collect();
+        let live = self.eps_net.forward(input.with_empty_tape());
+        let kept = frozen.eps_net.forward(input);
+        scale_rows(live, &learns) + scale_rows(kept, &keeps)
     }
 
     /// The policy mean `μ_θ = c1_t x̂_0 + c2_t x_t` with
@@ -224,7 +425,8 @@ impl<D: Backend> GaussianPolicy<D> {
             .collect()
     }
 
-    /// `log π(a | x_t, t) = -‖a - μ‖²/(2σ_t²) - d log σ_t - (d/2) log 2π`, one value per sample.
+    /// `log π(a | x_t, t) = -‖a - μ‖²/(2σ_t²) - d log σ_t - (d/2) log 2π`, one value per sample,
+    /// with `σ_t` raised to `min_sigma_logprob` where that floor is set.
     pub fn log_prob<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
         &self,
         x_t: Matrix<D, T>,
@@ -234,7 +436,10 @@ impl<D: Backend> GaussianPolicy<D> {
         let d = self.dim() as f32;
         let mean = self.mean(x_t, ts);
         let squared = row_sums((mean - action.clone()).square());
-        let log_sigma = self.log_sigma_at::<T>(ts);
+        let mut log_sigma = self.log_sigma_at::<T>(ts);
+        if let Some(floor) = self.min_sigma_log_prob {
+            log_sigma = log_sigma.clamp(floor.ln(), f32::MAX);
+        }
         let inverse_variance = (log_sigma.with_empty_tape() * -2.0).exp();
         squared * inverse_variance * -0.5 - log_sigma * d - d * HALF_LOG_TWO_PI
     }
@@ -253,10 +458,11 @@ impl<D: Backend> GaussianPolicy<D> {
     }
 
     /// One policy step `x_{t-1} = μ_θ(x_t, t) + σ_t ε` for a whole batch at step t, with the
-    /// standard-normal `noise` supplied by the caller (from the project RNG).
+    /// standard-normal `noise` supplied by the caller (from the project RNG), and `σ_t`
+    /// raised to `min_sigma_sample` where that floor is set.
     pub fn sample_step(&self, x_t: &Matrix<D>, t: usize, noise: &Matrix<D>) -> Matrix<D> {
         let ts = vec![t; x_t.shape().0];
-        let sigma = self.sigmas()[t - 1];
+        let sigma = self.sigmas()[t - 1].max(self.min_sigma_sample.unwrap_or(0.0));
         self.mean(x_t.clone(), &ts) + noise.clone() * sigma
     }
 

@@ -2,17 +2,20 @@
 //!
 //! Reinforcement-learning algorithms that improve a diffusion sampler-policy, each behind
 //! the core [`denoise_gym::agent::Agent`] trait: REINFORCE with the baselines of SPEC §4.1
-//! ([`reinforce`], [`baselines`]), and DxDP, the value-based pathwise update of SPEC §4.2
-//! ([`dxdp`]). A user's own algorithm implements the same trait from
-//! outside this crate and trains through the same loop.
+//! ([`reinforce`], [`baselines`]), PPO's clipped surrogate on the same machinery
+//! ([`ppo`]), and DxDP, the value-based pathwise update of SPEC §4.2 ([`dxdp`]). A user's
+//! own algorithm implements the same trait from outside this crate and trains through the
+//! same loop.
 
 pub mod baselines;
 pub mod dxdp;
+pub mod ppo;
 pub mod reinforce;
 
 pub use baselines::{make_baseline, ValueBaselineSpec, BASELINES};
 pub use dxdp::{Dxdp, DxdpConfig, TimeConditionedValue, ValueTarget};
-pub use reinforce::{Reinforce, ReinforceConfig};
+pub use ppo::{Ppo, PpoConfig};
+pub use reinforce::{Reinforce, ReinforceConfig, ScoredBatch};
 
 /// The agent names a config may use.
-pub const AGENTS: &[&str] = &["reinforce", "dxdp"];
+pub const AGENTS: &[&str] = &["reinforce", "ppo", "dxdp"];

@@ -3,12 +3,19 @@
 //!
 //! `∇J ≈ mean_batch Σ_t ∇ log π(x_{t-1}|x_t) (G_t - b_t) + (τ_H/d) ∇ Σ_t H_t`, with
 //! `G_t = -E(x_0) - τ_v Σ_{t'≤t} ‖x_{t'-1} - x_{t'}‖² / (2 s_{t'}² d)`.
+//!
+//! The diffusion-RL options of DPPO apply here and to every agent built on [`Reinforce`]
+//! (PPO): `ft_steps` restricts the sum to the last K steps (the earlier ones are frozen in
+//! the policy), `gamma_denoising` discounts `G_t`, and the policy's σ floors change how it
+//! samples and scores. The pieces of an update ([`Reinforce::score`], [`Reinforce::loss`],
+//! [`Reinforce::gradients`], [`Reinforce::apply_gradients`],
+//! [`Reinforce::finish_update`]) are public so that other score-function agents share them.
 
 use std::path::Path;
 
 use denoise_gym::agent::{
-    returns_to_go, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats, VelocityScale,
-    VelocityScaleKind,
+    discounted_returns_to_go, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats,
+    VelocityScale, VelocityScaleKind,
 };
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{ensure_finite, Error, Result};
@@ -18,7 +25,7 @@ use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig};
 use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::rng::ProjectRng;
 use denoise_gym::rollout::Rollout;
-use denoise_gym::tensor::{vector, Backend};
+use denoise_gym::tensor::{matrix, vector, Backend, Matrix};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +50,53 @@ pub struct ReinforceConfig {
     pub velocity_scale: VelocityScaleKind,
     /// `s_t²` of the fixed scale.
     pub velocity_scale_value: f64,
+    /// Fine-tune only the last `ft_steps` denoising steps `t = ft_steps..1`; the earlier
+    /// ones keep the pretrained network and `σ_t` (DPPO). `None`: all T steps.
+    pub ft_steps: Option<usize>,
+    /// Discount `γ` across denoising steps in the return-to-go, in `(0, 1]`.
+    pub gamma_denoising: f64,
+    /// Floor on `σ_t` when sampling (`None`: none).
+    pub min_sigma_sample: Option<f64>,
+    /// Floor on `σ_t` when scoring `log π` (`None`: none).
+    pub min_sigma_logprob: Option<f64>,
+}
+
+impl ReinforceConfig {
+    /// Checks the diffusion-RL options against a sampler of `n_steps` steps; errors name
+    /// the config key.
+    pub fn validate(&self, n_steps: usize) -> Result<()> {
+        if let Some(k) = self.ft_steps {
+            if k == 0 || k > n_steps {
+                return Err(Error::config(
+                    "ft_steps",
+                    format!("must be in 1..={n_steps} (T), got {k}"),
+                ));
+            }
+        }
+        let gamma = self.gamma_denoising;
+        if !(gamma > 0.0 && gamma <= 1.0) {
+            return Err(Error::config(
+                "gamma_denoising",
+                format!("must be in (0, 1], got {gamma}"),
+            ));
+        }
+        for (key, floor) in [
+            ("min_sigma_sample", self.min_sigma_sample),
+            ("min_sigma_logprob", self.min_sigma_logprob),
+        ] {
+            if let Some(value) = floor {
+                if !(value.is_finite() && value > 0.0) {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "must be a number > 0 (leave the key out for no floor), got {value}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ReinforceConfig {
@@ -60,6 +114,10 @@ impl Default for ReinforceConfig {
             },
             velocity_scale: VelocityScaleKind::Adaptive,
             velocity_scale_value: 1.0,
+            ft_steps: None,
+            gamma_denoising: 1.0,
+            min_sigma_sample: None,
+            min_sigma_logprob: None,
         }
     }
 }
@@ -99,6 +157,51 @@ pub fn shape_advantages(advantages: &mut [f32], normalize: bool, clip: f64) {
     }
 }
 
+/// The fine-tuned transitions of a rollout with their advantages: what a score-function
+/// update needs. Rows are step-major like [`Rollout::stacked_transitions`], restricted to
+/// the fine-tuned steps `t = K..1`, which are the last `K·B` rows of that order.
+#[derive(Debug, Clone)]
+pub struct ScoredBatch<D: Backend> {
+    /// `x_t` of every fine-tuned (step, sample), `K·B × d`.
+    pub states: Matrix<D>,
+    /// `x_{t-1}`, same rows.
+    pub actions: Matrix<D>,
+    /// `t` of every row.
+    pub steps: Vec<usize>,
+    /// Shaped advantages `A`, one per row.
+    pub advantages: Vec<f32>,
+    /// Index of the first row in the rollout's full `T·B` order (`(T - K)·B`), to line
+    /// rows up with `rollout.log_probs`.
+    pub first_row: usize,
+    /// Number of episodes B.
+    pub batch_size: usize,
+    /// `‖x_{t-1} - x_t‖²` of every transition of the rollout (all T steps).
+    pub squared_lengths: Vec<f32>,
+    /// Mean velocity cost per episode.
+    pub velocity_cost: f64,
+}
+
+impl<D: Backend> ScoredBatch<D> {
+    /// Number of (sample, step) pairs, `K·B`.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// The last `rows` rows of `m`.
+fn last_rows<D: Backend>(m: &Matrix<D>, rows: usize) -> Matrix<D> {
+    let (total, cols) = *m.shape();
+    if rows == total {
+        return m.clone();
+    }
+    let data = m.as_vec()[(total - rows) * cols..].to_vec();
+    matrix(m.device(), data, rows, cols)
+}
+
 /// The REINFORCE agent.
 pub struct Reinforce<D: Backend> {
     /// The sampler-policy.
@@ -115,11 +218,18 @@ pub struct Reinforce<D: Backend> {
 
 impl<D: Backend> Reinforce<D> {
     /// An agent that fine-tunes `policy`.
+    /// It applies the config's diffusion-RL options to the policy: the steps above
+    /// `ft_steps` are frozen at their current values, and the `σ` floors are set.
     pub fn new(
-        policy: GaussianPolicy<D>,
+        mut policy: GaussianPolicy<D>,
         baseline: Box<dyn Baseline<D>>,
         config: ReinforceConfig,
     ) -> Result<Self> {
+        config.validate(policy.n_steps())?;
+        if let Some(k) = config.ft_steps {
+            policy.freeze_steps_above(k)?;
+        }
+        policy.set_sigma_floors(config.min_sigma_sample, config.min_sigma_logprob)?;
         let learning_rates = policy_learning_rates(&policy, config.lr, config.lr_log_sigma);
         let optimizer = Adam::new(
             &policy.parameters(),
@@ -144,6 +254,112 @@ impl<D: Backend> Reinforce<D> {
     }
 }
 
+impl<D: Backend> Reinforce<D> {
+    /// Returns-to-go (discounted by `gamma_denoising`), the baseline's advantages and
+    /// their shaping, for the fine-tuned steps of `rollout`. Updates stateful baselines
+    /// (EMA, value network), so call it once per rollout.
+    pub fn score(&mut self, rollout: &Rollout<D>) -> Result<ScoredBatch<D>> {
+        let (n_steps, batch, dim) = (rollout.n_steps(), rollout.batch_size(), rollout.dim());
+        let (states, actions, steps) = rollout.stacked_transitions();
+        let squared_lengths = rollout.squared_step_lengths();
+        let terminal = rollout.terminal_reward.as_vec();
+        let (returns, velocity_cost) = discounted_returns_to_go(
+            &terminal,
+            &squared_lengths,
+            n_steps,
+            dim,
+            &self.velocity,
+            self.config.coefficients.tau_velocity,
+            self.config.gamma_denoising,
+        )?;
+        let advantages = self.baseline.advantages(&ReturnBatch {
+            n_steps,
+            batch_size: batch,
+            returns: &returns,
+            states: &states,
+            steps: &steps,
+        })?;
+        let rows = self.policy.ft_steps().min(n_steps) * batch;
+        let first_row = n_steps * batch - rows;
+        let mut advantages = advantages[first_row..].to_vec();
+        shape_advantages(
+            &mut advantages,
+            self.config.normalize_advantages,
+            self.config.clip_advantages,
+        );
+        Ok(ScoredBatch {
+            states: last_rows(&states, rows),
+            actions: last_rows(&actions, rows),
+            steps: steps[first_row..].to_vec(),
+            advantages,
+            first_row,
+            batch_size: batch,
+            squared_lengths,
+            velocity_cost,
+        })
+    }
+
+    /// The entropy bonus `(τ_H/d) Σ_t H_t` as a differentiable scalar.
+    pub fn entropy_objective(&self) -> Tensor<(), f32, D, OwnedTape<f32, D>> {
+        let weight = self.config.coefficients.tau_entropy / self.policy.dim() as f64;
+        self.policy.entropy_sum::<OwnedTape<f32, D>>() * weight as f32
+    }
+
+    /// REINFORCE's loss `-(mean_batch Σ_t log π(x_{t-1}|x_t) A_t + (τ_H/d) Σ_t H_t)`.
+    pub fn loss(&self, batch: &ScoredBatch<D>) -> Tensor<(), f32, D, OwnedTape<f32, D>> {
+        let advantage = vector(self.policy.device(), batch.advantages.clone());
+        let log_prob = self.policy.log_prob(
+            batch.states.clone().traced(Gradients::leaky()),
+            &batch.steps,
+            &batch.actions,
+        );
+        let policy_gradient_term = (log_prob * advantage).sum() / batch.batch_size as f32;
+        -(policy_gradient_term + self.entropy_objective())
+    }
+
+    /// The gradient of `loss` for every policy parameter (parameter order), unclipped.
+    pub fn gradients(&self, loss: Tensor<(), f32, D, OwnedTape<f32, D>>) -> Result<Vec<Matrix<D>>> {
+        let mut grads = loss.backward();
+        gradients_of(&mut grads, &self.policy.parameters())
+    }
+
+    /// Clips `gradients` to the global norm `grad_clip` and takes one Adam step; returns
+    /// the norm before clipping.
+    pub fn apply_gradients(
+        &mut self,
+        mut gradients: Vec<Matrix<D>>,
+        iteration: u64,
+    ) -> Result<f64> {
+        let grad_norm = clip_grad_norm(&mut gradients, self.config.grad_clip);
+        ensure_finite("policy/grad_norm", grad_norm, iteration)?;
+        self.optimizer
+            .update(self.policy.parameters_mut(), &gradients)?;
+        Ok(grad_norm)
+    }
+
+    /// After the policy step: moves the adaptive `s_t²` and gathers the statistics every
+    /// score-function agent logs.
+    pub fn finish_update(&mut self, batch: &ScoredBatch<D>) -> Stats {
+        let dim = self.policy.dim();
+        self.velocity
+            .observe(&batch.squared_lengths, batch.batch_size, dim);
+        let (advantage_mean, advantage_std) = mean_std(&batch.advantages);
+        let n_steps = self.policy.n_steps();
+        let entropy: f64 = (1..=n_steps).map(|t| self.policy.entropy(t) as f64).sum();
+        let mut stats = vec![
+            ("policy/entropy".to_string(), entropy),
+            ("policy/velocity_cost".to_string(), batch.velocity_cost),
+            ("policy/advantage_mean".to_string(), advantage_mean),
+            ("policy/advantage_std".to_string(), advantage_std),
+        ];
+        for t in 1..=n_steps {
+            stats.push((format!("policy/velocity_scale_{t}"), self.velocity.get(t)));
+        }
+        stats.extend(self.baseline.stats());
+        stats
+    }
+}
+
 impl<D: Backend> Agent<D> for Reinforce<D> {
     fn name(&self) -> &str {
         "reinforce"
@@ -159,74 +375,24 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
         _rng: &mut ProjectRng,
         iteration: u64,
     ) -> Result<Stats> {
-        let (n_steps, batch, dim) = (rollout.n_steps(), rollout.batch_size(), rollout.dim());
-        let MaxEntCoefficients {
-            tau_entropy,
-            tau_velocity,
-        } = self.config.coefficients;
-        let (states, actions, steps) = rollout.stacked_transitions();
-        let squared_lengths = rollout.squared_step_lengths();
-        let terminal = rollout.terminal_reward.as_vec();
-        let (returns, velocity_cost) = returns_to_go(
-            &terminal,
-            &squared_lengths,
-            n_steps,
-            dim,
-            &self.velocity,
-            tau_velocity,
-        )?;
-        let mut advantages = self.baseline.advantages(&ReturnBatch {
-            n_steps,
-            batch_size: batch,
-            returns: &returns,
-            states: &states,
-            steps: &steps,
-        })?;
-        shape_advantages(
-            &mut advantages,
-            self.config.normalize_advantages,
-            self.config.clip_advantages,
-        );
-        let (advantage_mean, advantage_std) = mean_std(&advantages);
-
-        let dev = self.policy.device().clone();
-        let advantage = vector(&dev, advantages);
-        let log_prob = self
-            .policy
-            .log_prob(states.traced(Gradients::leaky()), &steps, &actions);
-        let policy_gradient_term = (log_prob * advantage).sum() / batch as f32;
-        let entropy_term =
-            self.policy.entropy_sum::<OwnedTape<f32, D>>() * (tau_entropy / dim as f64) as f32;
-        let objective = policy_gradient_term + entropy_term;
-        let loss = -objective;
+        let batch = self.score(rollout)?;
+        let loss = self.loss(&batch);
         let loss_value = ensure_finite("policy/loss", loss.as_vec()[0] as f64, iteration)?;
-        let mut grads = loss.backward();
-        let mut gradients = gradients_of(&mut grads, &self.policy.parameters())?;
-        let grad_norm = clip_grad_norm(&mut gradients, self.config.grad_clip);
-        ensure_finite("policy/grad_norm", grad_norm, iteration)?;
-        self.optimizer
-            .update(self.policy.parameters_mut(), &gradients)?;
-        self.velocity.observe(&squared_lengths, batch, dim);
-
-        let entropy: f64 = (1..=n_steps).map(|t| self.policy.entropy(t) as f64).sum();
+        let gradients = self.gradients(loss)?;
+        let grad_norm = self.apply_gradients(gradients, iteration)?;
         let mut stats = vec![
             ("policy/loss".to_string(), loss_value),
             ("policy/grad_norm".to_string(), grad_norm),
-            ("policy/entropy".to_string(), entropy),
-            ("policy/velocity_cost".to_string(), velocity_cost),
-            ("policy/advantage_mean".to_string(), advantage_mean),
-            ("policy/advantage_std".to_string(), advantage_std),
         ];
-        for t in 1..=n_steps {
-            stats.push((format!("policy/velocity_scale_{t}"), self.velocity.get(t)));
-        }
-        stats.extend(self.baseline.stats());
+        stats.extend(self.finish_update(&batch));
         Ok(stats)
     }
 
     fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) -> Result<()> {
         let names = self.policy.parameter_names();
         checkpoint.put_model(&format!("{prefix}.policy"), &self.policy);
+        self.policy
+            .save_step_options(checkpoint, &format!("{prefix}.policy"));
         self.optimizer
             .save(checkpoint, &format!("{prefix}.optim"), &names);
         self.baseline
@@ -242,6 +408,8 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
     fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()> {
         let names = self.policy.parameter_names();
         checkpoint.load_model(path, &format!("{prefix}.policy"), &mut self.policy)?;
+        self.policy
+            .load_step_options(checkpoint, path, &format!("{prefix}.policy"))?;
         self.optimizer
             .load(checkpoint, path, &format!("{prefix}.optim"), &names)?;
         self.baseline

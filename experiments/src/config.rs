@@ -109,7 +109,7 @@ config_section! {
         pub iterations: u64 = 0,
         /// Episodes (samples) per rollout, and data points per reward update.
         pub batch_size: usize = 256,
-        /// Agent: reinforce.
+        /// Agent: reinforce or ppo.
         pub agent: String = "reinforce".to_string(),
         /// Reward: ebm (GCD: an EBM learned from data) or oracle (the exact log-density of a mixture).
         pub reward: String = "ebm".to_string(),
@@ -159,6 +159,22 @@ config_section! {
         pub value_lr: f64 = 1e-3,
         /// Value-baseline optimiser steps per batch.
         pub value_steps: usize = 1,
+        /// Fine-tune only the last ft_steps denoising steps t = ft_steps..1 (DPPO); the earlier steps keep the pretrained network and sigma_t. In 1..=T; absent = all T steps.
+        pub ft_steps: Option<usize> = None,
+        /// Discount across denoising steps in the return-to-go, G_t = sum_{t' <= t} gamma^(t - t') r_t', in (0, 1].
+        pub gamma_denoising: f64 = 1.0,
+        /// Floor on sigma_t when sampling (> 0; absent = no floor).
+        pub min_sigma_sample: Option<f64> = None,
+        /// Floor on sigma_t when scoring log pi (> 0; absent = no floor).
+        pub min_sigma_logprob: Option<f64> = None,
+        /// PPO: clip range epsilon of the ratio, in (0, 1).
+        pub ppo_clip: f64 = 0.2,
+        /// PPO: epochs over each rollout.
+        pub ppo_epochs: usize = 4,
+        /// PPO: (sample, step) pairs per minibatch, at most finetune.batch_size x ft_steps; absent = all pairs in one minibatch.
+        pub ppo_minibatch_size: Option<usize> = None,
+        /// PPO: stop an update's epochs once a minibatch's approx_kl exceeds this (> 0; absent = never).
+        pub ppo_target_kl: Option<f64> = None,
     }
 }
 
@@ -463,6 +479,7 @@ impl TrainConfig {
                     "must be > 0",
                 ));
             }
+            self.validate_score_function_options(&at)?;
         }
         if self.eval.n_samples < 2 {
             return Err(Error::config(at("eval.n_samples"), "must be at least 2"));
@@ -514,5 +531,64 @@ impl TrainConfig {
             fix_last_sigma: p.fix_last_sigma,
             last_sigma: p.last_sigma,
         }
+    }
+}
+
+impl TrainConfig {
+    /// REINFORCE's options (shared by every score-function agent).
+    pub fn reinforce_config(&self) -> denoise_gym_agents::ReinforceConfig {
+        let a = &self.agent;
+        denoise_gym_agents::ReinforceConfig {
+            lr: a.lr,
+            lr_log_sigma: a.lr_log_sigma,
+            betas: a.betas,
+            grad_clip: a.grad_clip,
+            normalize_advantages: a.normalize_advantages,
+            clip_advantages: a.clip_advantages,
+            coefficients: denoise_gym::agent::MaxEntCoefficients {
+                tau_entropy: a.tau_entropy,
+                tau_velocity: a.tau_velocity,
+            },
+            velocity_scale: a.velocity_scale,
+            velocity_scale_value: a.velocity_scale_value,
+            ft_steps: a.ft_steps,
+            gamma_denoising: a.gamma_denoising,
+            min_sigma_sample: a.min_sigma_sample,
+            min_sigma_logprob: a.min_sigma_logprob,
+        }
+    }
+
+    /// PPO's own options.
+    pub fn ppo_config(&self) -> denoise_gym_agents::PpoConfig {
+        let a = &self.agent;
+        denoise_gym_agents::PpoConfig {
+            clip: a.ppo_clip,
+            epochs: a.ppo_epochs,
+            minibatch_size: a.ppo_minibatch_size,
+            target_kl: a.ppo_target_kl,
+        }
+    }
+
+    /// The diffusion-RL and PPO options, checked by the agents' own validation with the
+    /// key named in this file's terms (`agent.ft_steps`, ...).
+    fn validate_score_function_options(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
+        let in_agent = |e: Error| match e {
+            Error::Config { location, message } => {
+                Error::config(at(&format!("agent.{location}")), message)
+            }
+            other => other,
+        };
+        let n_steps = self.policy.n_steps;
+        self.reinforce_config()
+            .validate(n_steps)
+            .map_err(in_agent)?;
+        let ppo = self.ppo_config();
+        ppo.validate().map_err(in_agent)?;
+        if self.finetune.agent == "ppo" {
+            let ft_steps = self.agent.ft_steps.unwrap_or(n_steps);
+            ppo.check_minibatch(self.finetune.batch_size * ft_steps)
+                .map_err(in_agent)?;
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use denoise_gym::agent::{Agent, MaxEntCoefficients, Stats};
+use denoise_gym::agent::{Agent, Baseline, Stats};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::{
     fit_temperature, grid_kl, held_out_nll, ContrastiveConfig, EbmReward, EnergyModel, Grid2d,
@@ -20,7 +20,7 @@ use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::reward::{DifferentiableReward, LearnedReward, RewardModel};
 use denoise_gym::rng::{rng_from_json, rng_to_json, seeded, ProjectRng};
 use denoise_gym::tensor::{matrix, Backend, Matrix, Vector};
-use denoise_gym_agents::{make_baseline, Dxdp, Reinforce, ReinforceConfig, ValueBaselineSpec};
+use denoise_gym_agents::{make_baseline, Dxdp, Ppo, Reinforce, ValueBaselineSpec};
 use denoise_gym_envs::{Dataset, DenoisingEnv, OracleReward};
 use dfdx::prelude::OwnedTape;
 use serde_json::json;
@@ -140,24 +140,22 @@ fn build_reward<D: Backend>(
     })
 }
 
-fn build_agent<D: Backend>(
+/// The baseline `name` with the config's value-network options (a fresh one: stateful
+/// baselines start empty).
+pub fn build_baseline<D: Backend>(
     dev: &D,
     config: &TrainConfig,
-    policy: GaussianPolicy<D>,
-    reward: &Rc<RefCell<RewardChoice<D>>>,
-) -> Result<Box<dyn Agent<D>>> {
+    name: &str,
+    dim: usize,
+    n_steps: usize,
+) -> Result<Box<dyn Baseline<D>>> {
     let a = &config.agent;
     let mut rng = seeded(config.run.seed, STREAM_FINETUNE_INIT + 100);
-    if config.finetune.agent == "dxdp" {
-        let reward: Rc<RefCell<dyn DifferentiableReward<D>>> = reward.clone();
-        let dxdp = config.dxdp_config();
-        return Ok(Box::new(Dxdp::new(policy, reward, dxdp, &mut rng)?));
-    }
-    let baseline = make_baseline(
-        &a.baseline,
+    Ok(make_baseline(
+        name,
         dev,
-        policy.dim(),
-        policy.n_steps(),
+        dim,
+        n_steps,
         ValueBaselineSpec {
             hidden: a.value_hidden,
             depth: a.value_depth,
@@ -165,23 +163,44 @@ fn build_agent<D: Backend>(
             steps_per_batch: a.value_steps,
         },
         &mut rng,
+    )?)
+}
+
+fn build_agent<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    policy: GaussianPolicy<D>,
+    reward: &Rc<RefCell<RewardChoice<D>>>,
+) -> Result<Box<dyn Agent<D>>> {
+    if config.finetune.agent == "dxdp" {
+        let reward: Rc<RefCell<dyn DifferentiableReward<D>>> = reward.clone();
+        let mut rng = seeded(config.run.seed, STREAM_FINETUNE_INIT + 100);
+        return Ok(Box::new(Dxdp::new(
+            policy,
+            reward,
+            config.dxdp_config(),
+            &mut rng,
+        )?));
+    }
+    let baseline = build_baseline(
+        dev,
+        config,
+        &config.agent.baseline,
+        policy.dim(),
+        policy.n_steps(),
     )?;
-    let reinforce = ReinforceConfig {
-        lr: a.lr,
-        lr_log_sigma: a.lr_log_sigma,
-        betas: a.betas,
-        grad_clip: a.grad_clip,
-        normalize_advantages: a.normalize_advantages,
-        clip_advantages: a.clip_advantages,
-        coefficients: MaxEntCoefficients {
-            tau_entropy: a.tau_entropy,
-            tau_velocity: a.tau_velocity,
-        },
-        velocity_scale: a.velocity_scale,
-        velocity_scale_value: a.velocity_scale_value,
-    };
     match config.finetune.agent.as_str() {
-        "reinforce" => Ok(Box::new(Reinforce::new(policy, baseline, reinforce)?)),
+        "reinforce" => Ok(Box::new(Reinforce::new(
+            policy,
+            baseline,
+            config.reinforce_config(),
+        )?)),
+        "ppo" => Ok(Box::new(Ppo::new(
+            policy,
+            baseline,
+            config.reinforce_config(),
+            config.ppo_config(),
+        )?)),
         other => bail!("key finetune.agent: unknown agent {other:?}"),
     }
 }

@@ -7,5 +7,6 @@ pub mod config;
 pub mod energy;
 pub mod eval;
 pub mod finetune;
+pub mod grad_variance;
 pub mod plots;
 pub mod run;

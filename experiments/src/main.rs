@@ -92,6 +92,34 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Variance of the policy gradient for each baseline at a finished GCD run's policy
+    /// and EBM, over the same batches: prints a Markdown table.
+    GradVariance {
+        /// The run directory (fine-tuned with finetune.reward = "ebm").
+        run_dir: PathBuf,
+        /// Measured batches per baseline.
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+        /// Warm-up batches per baseline (fits the value and EMA baselines) before measuring.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Baselines, comma-separated (none is always measured, as the reference).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "none,batch_mean,ema,leave_one_out,value,group_normalized"
+        )]
+        baselines: Vec<String>,
+        /// Episodes per batch (default: the run's finetune.batch_size).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Seed of the rollouts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the table as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print the resolved config with every default and its one-line doc.
     Config {
         /// The config file (TOML); defaults only when absent.
@@ -163,6 +191,33 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
             }
             print!("{markdown}");
+        }
+        Command::GradVariance {
+            run_dir,
+            batches,
+            warmup,
+            baselines,
+            batch_size,
+            seed,
+            out,
+        } => {
+            use denoise_gym_experiments::grad_variance as gv;
+            let options = gv::GradVarianceOptions {
+                batches,
+                warmup,
+                baselines,
+                batch_size,
+                seed,
+            };
+            let rows = gv::grad_variance(&device, &run_dir, &options)?;
+            print!("{}", gv::to_markdown(&rows));
+            if let Some(out) = out {
+                std::fs::write(
+                    &out,
+                    serde_json::to_string_pretty(&gv::to_json(&rows, &options))?,
+                )
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            }
         }
         Command::Config { config, overrides } => {
             let resolved = TrainConfig::load(config.as_deref(), &overrides)?;

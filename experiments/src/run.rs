@@ -877,6 +877,8 @@ pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolic
         .get("sampler_prefix")
         .map_or("policy", String::as_str);
     checkpoint.load_model(&path, prefix, &mut policy)?;
+    // Frozen early steps (ft_steps) and σ floors of a fine-tuned sampler, when it has them.
+    policy.load_step_options(&checkpoint, &path, prefix)?;
     if checkpoint.meta(&path, "sampler_weights")? == "ema" {
         let ema_prefix = checkpoint
             .metadata

@@ -1072,6 +1072,128 @@ fn a_gcd_run_resumed_mid_finetuning_matches_an_uninterrupted_one() {
     );
 }
 
+/// PPO with the diffusion-RL options: the frozen early steps, the σ floors and the
+/// shuffling RNG are all part of the checkpoint.
+const TINY_PPO: &[&str] = &[
+    "finetune.agent=\"ppo\"",
+    "agent.ft_steps=2",
+    "agent.ppo_minibatch_size=16",
+    "agent.ppo_epochs=2",
+    "agent.ppo_target_kl=0.5",
+    "agent.gamma_denoising=0.9",
+    "agent.min_sigma_sample=0.05",
+    "agent.min_sigma_logprob=0.05",
+];
+
+#[test]
+fn a_ppo_run_with_frozen_steps_resumes_to_the_same_numbers() {
+    let tmp = TempDir::new().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let o = dgym(tmp.path(), &finetune_args(&a, TINY_PPO));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut args = finetune_args(&b, TINY_PPO);
+    args.extend(["--stop-after".to_string(), "75".to_string()]);
+    let stopped = dgym(tmp.path(), &args);
+    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
+    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_same_metrics(&a, &b);
+
+    let (header, rows) = read_csv(&a.join("metrics.csv"));
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} in {header:?}"))
+    };
+    let finetune: Vec<&Vec<String>> = rows.iter().filter(|r| r[1] == "finetune").collect();
+    for name in [
+        "policy/approx_kl",
+        "policy/clip_fraction",
+        "policy/ppo_updates",
+    ] {
+        let k = column(name);
+        assert!(
+            finetune.iter().all(|r| r[k].parse::<f64>().is_ok()),
+            "{name}"
+        );
+    }
+    // σ_3, σ_4 (frozen, t > ft_steps = 2) keep their value; σ_2 learns.
+    for (name, frozen) in [
+        ("policy/sigma_4", true),
+        ("policy/sigma_3", true),
+        ("policy/sigma_2", false),
+    ] {
+        let k = column(name);
+        let values: Vec<&str> = finetune.iter().map(|r| r[k].as_str()).collect();
+        let constant = values.iter().all(|v| *v == values[0]);
+        assert_eq!(constant, frozen, "{name}: {values:?}");
+    }
+    // The finished run's sampler loads with its frozen steps.
+    let samples = tmp.path().join("s.csv");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "sample",
+            a.to_str().unwrap(),
+            "--n",
+            "5",
+            "--out",
+            samples.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // grad-variance at the run's fixed point (its policy with frozen steps, its EBM).
+    let table = dgym(
+        tmp.path(),
+        &[
+            "grad-variance",
+            a.to_str().unwrap(),
+            "--batches",
+            "3",
+            "--warmup",
+            "1",
+            "--baselines",
+            "batch_mean,value",
+        ],
+    );
+    assert!(table.status.success(), "{}", stderr(&table));
+    let table = stdout(&table);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[2].starts_with("| none |") && lines[2].contains("| 1.000 |"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with("| batch_mean |") && lines[4].starts_with("| value |"),
+        "{table}"
+    );
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &["grad-variance", a.to_str().unwrap(), "--batches", "1"],
+        ),
+        &["--batches", "at least 2"],
+    );
+    // A minibatch larger than the batch (32 samples × 2 steps) is refused up front.
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &finetune_args(
+                &tmp.path().join("big"),
+                &[
+                    "finetune.agent=\"ppo\"",
+                    "agent.ft_steps=2",
+                    "agent.ppo_minibatch_size=65",
+                ],
+            ),
+        ),
+        &["agent.ppo_minibatch_size", "64"],
+    );
+}
+
 #[test]
 fn a_dxdp_run_resumes_to_the_same_numbers_and_logs_its_values() {
     let tmp = TempDir::new().unwrap();
