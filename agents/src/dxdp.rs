@@ -520,6 +520,8 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
 
     fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) -> Result<()> {
         checkpoint.put_model(&format!("{prefix}.policy"), &self.policy);
+        self.policy
+            .save_step_options(checkpoint, &format!("{prefix}.policy"));
         self.optimizer.save(
             checkpoint,
             &format!("{prefix}.optim"),
@@ -538,6 +540,8 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
     fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()> {
         let names = self.policy.parameter_names();
         checkpoint.load_model(path, &format!("{prefix}.policy"), &mut self.policy)?;
+        self.policy
+            .load_step_options(checkpoint, path, &format!("{prefix}.policy"))?;
         self.optimizer
             .load(checkpoint, path, &format!("{prefix}.optim"), &names)?;
         let names = self.value.parameter_names();

@@ -397,12 +397,8 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
             .save(checkpoint, &format!("{prefix}.optim"), &names);
         self.baseline
             .save(checkpoint, &format!("{prefix}.baseline"))?;
-        let s2 = serde_json::to_string(&self.velocity.s2)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        checkpoint
-            .metadata
-            .insert(format!("{prefix}.velocity_s2"), s2);
-        Ok(())
+        self.velocity
+            .save(checkpoint, &format!("{prefix}.velocity_s2"))
     }
 
     fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()> {
@@ -414,9 +410,7 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
             .load(checkpoint, path, &format!("{prefix}.optim"), &names)?;
         self.baseline
             .load(checkpoint, path, &format!("{prefix}.baseline"))?;
-        let raw = checkpoint.meta(path, &format!("{prefix}.velocity_s2"))?;
-        self.velocity.s2 = serde_json::from_str(raw)
-            .map_err(|e| Error::checkpoint(path, format!("{prefix}.velocity_s2: {e}")))?;
-        Ok(())
+        self.velocity
+            .load(checkpoint, path, &format!("{prefix}.velocity_s2"))
     }
 }
