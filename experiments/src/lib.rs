@@ -3,9 +3,11 @@
 //! The `dgym` command-line tool's library: the run configuration ([`config`]) and the
 //! runners that write a run directory ([`run`]).
 
+pub mod aggregate;
 pub mod config;
 pub mod energy;
 pub mod eval;
 pub mod finetune;
 pub mod plots;
 pub mod run;
+pub mod sweep;
