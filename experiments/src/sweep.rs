@@ -254,6 +254,11 @@ fn get_path<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Val
     Some(value)
 }
 
+/// `n_steps` of `policy.n_steps`: an axis's default name.
+fn last_segment(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
 /// The label of a value in run names: strings bare, `/` (a path separator) replaced.
 fn value_label(value: &toml::Value) -> String {
     let text = match value {
@@ -384,7 +389,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
                 .collect::<Result<Vec<_>>>()?;
             let labels = read_labels(labels.as_ref(), &values, &file, &where_)?;
             axes.push(Axis {
-                name: name.unwrap_or_else(|| path.last().cloned().unwrap_or_default()),
+                name: name.unwrap_or_else(|| last_segment(&key).to_string()),
                 labels,
                 keys: vec![key],
                 values: texts.into_iter().map(|t| vec![t]).collect(),
@@ -448,7 +453,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
             let name = match zip.get("name") {
                 None => keys
                     .iter()
-                    .map(|k| k.rsplit('.').next().unwrap_or(k))
+                    .map(|k| last_segment(k))
                     .collect::<Vec<_>>()
                     .join("+"),
                 Some(toml::Value::String(s)) => s.clone(),
