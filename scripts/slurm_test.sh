@@ -105,20 +105,20 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
 say "$(sbatch --version)"
-slurmctld -c
-for _ in $(seq 100); do
-    [ -s "$WORK/slurmctld.pid" ] && break
-    sleep 0.1
-done
-[ -s "$WORK/slurmctld.pid" ] || fail "slurmctld did not start: $(tail -5 "$WORK/slurmctld.log" 2>/dev/null)"
-started_pids+=("$(cat "$WORK/slurmctld.pid")")
-slurmd
-for _ in $(seq 100); do
-    [ -s "$WORK/slurmd.pid" ] && break
-    sleep 0.1
-done
-[ -s "$WORK/slurmd.pid" ] || fail "slurmd did not start: $(tail -5 "$WORK/slurmd.log" 2>/dev/null)"
-started_pids+=("$(cat "$WORK/slurmd.pid")")
+# Starts a daemon that writes $WORK/<name>.pid and remembers its pid.
+start_daemon() {
+    local name=$1
+    shift
+    "$@"
+    for _ in $(seq 100); do
+        [ -s "$WORK/$name.pid" ] && break
+        sleep 0.1
+    done
+    [ -s "$WORK/$name.pid" ] || fail "$name did not start: $(tail -5 "$WORK/$name.log" 2>/dev/null)"
+    started_pids+=("$(cat "$WORK/$name.pid")")
+}
+start_daemon slurmctld slurmctld -c
+start_daemon slurmd slurmd
 for _ in $(seq 300); do
     state=$(sinfo -h -o %T 2>/dev/null | head -1 || true)
     [ "$state" = idle ] && break

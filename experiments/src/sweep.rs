@@ -283,6 +283,25 @@ fn check_value(value: &toml::Value, file: &str, where_: &str) -> Result<String> 
     Ok(value.to_string())
 }
 
+/// The table `name` of a sweep file, parsed and as a document (for its key order).
+fn section<'a>(
+    table: &'a toml::Table,
+    document: &'a toml_edit::DocumentMut,
+    name: &str,
+    file: &str,
+) -> Result<Option<(&'a toml::Table, &'a dyn toml_edit::TableLike)>> {
+    let Some(value) = table.get(name) else {
+        return Ok(None);
+    };
+    match (
+        value.as_table(),
+        document.get(name).and_then(|i| i.as_table_like()),
+    ) {
+        (Some(t), Some(d)) => Ok(Some((t, d))),
+        _ => bail!("{file}, key {name}: expected a table of \"key\" = ..."),
+    }
+}
+
 /// Reads and expands a sweep file, checking every run's config.
 pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
     let file = sweep_file.display().to_string();
@@ -321,13 +340,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
         }
         Some(_) => bail!("{file}, key base: expected a config path (string) or a [base] table"),
     };
-    if let Some(set) = table.get("set") {
-        let set = set
-            .as_table()
-            .ok_or_else(|| anyhow!("{file}, key set: expected a table of \"key\" = value"))?;
-        let doc_set = document["set"]
-            .as_table_like()
-            .ok_or_else(|| anyhow!("{file}, key set: expected a table"))?;
+    if let Some((set, doc_set)) = section(&table, &document, "set", &file)? {
         let mut overrides = Vec::new();
         for path in ordered_paths(doc_set, &[], &|_| false) {
             let key = path.join(".");
@@ -346,13 +359,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
 
     // Axes: [grid] entries, then [[zip]] groups.
     let mut axes: Vec<Axis> = Vec::new();
-    if let Some(grid) = table.get("grid") {
-        let grid = grid
-            .as_table()
-            .ok_or_else(|| anyhow!("{file}, key grid: expected a table of \"key\" = [values]"))?;
-        let doc_grid = document["grid"]
-            .as_table_like()
-            .ok_or_else(|| anyhow!("{file}, key grid: expected a table"))?;
+    if let Some((grid, doc_grid)) = section(&table, &document, "grid", &file)? {
         let is_spec = |t: &dyn toml_edit::TableLike| t.contains_key("values");
         for path in ordered_paths(doc_grid, &[], &is_spec) {
             let key = path.join(".");
@@ -767,16 +774,12 @@ fn expand(plan: &Plan, base: &TrainConfig, file: &str) -> Result<Vec<PlannedRun>
     // Groups: a source and the runs starting from it; numbered in plan order.
     let mut group_of: BTreeMap<String, usize> = BTreeMap::new();
     let mut next = 0;
-    for i in 0..runs.len() {
-        let root = runs[i]
-            .init_from
-            .clone()
-            .unwrap_or_else(|| runs[i].name.clone());
-        let g = *group_of.entry(root).or_insert_with(|| {
+    for run in &mut runs {
+        let root = run.init_from.clone().unwrap_or_else(|| run.name.clone());
+        run.group = *group_of.entry(root).or_insert_with(|| {
             next += 1;
             next - 1
         });
-        runs[i].group = g;
     }
     Ok(runs)
 }
@@ -1229,6 +1232,10 @@ pub fn run_sweep(
                             outcome[a.run] = Outcome::Failed;
                             completed += 1;
                             report.failed.push(run.name.clone());
+                            bar.suspend(|| {
+                                println!("[{completed}/{total}] FAILED {}: {error:#}", run.name)
+                            });
+                            bar.set_position(completed as u64);
                         }
                     }
                 }
@@ -1263,10 +1270,18 @@ pub fn run_sweep(
         run_state(&d) == RunState::Done || d.join(ERROR_FILE).exists()
     });
     if options.shard.is_none() || all_complete {
-        let written =
-            crate::aggregate::aggregate(&dir, &crate::aggregate::AggregateOptions::default())?;
-        println!("aggregate: {}", written.markdown_path.display());
-        report.aggregated = true;
+        // The runs are what matters: a table that cannot be written is reported, and
+        // `dgym aggregate` can be run again by hand.
+        match crate::aggregate::aggregate(&dir, &crate::aggregate::AggregateOptions::default()) {
+            Ok(written) => {
+                println!("aggregate: {}", written.markdown_path.display());
+                report.aggregated = true;
+            }
+            Err(error) => eprintln!(
+                "warning: dgym aggregate {} failed: {error:#}",
+                dir.display()
+            ),
+        }
     }
     println!(
         "{} runs finished now, {} earlier, {} failed",

@@ -50,6 +50,18 @@ fn dgym<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
         .expect("cannot start dgym")
 }
 
+/// `dgym sweep FILE --out OUT EXTRA...` in `cwd`.
+fn sweep(cwd: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    dgym(cwd, &args)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -353,15 +365,7 @@ labels = ["gcd", "dsm"]
 "#,
     );
     let out = tmp.path().join("out");
-    let o = dgym(
-        tmp.path(),
-        &[
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = sweep(tmp.path(), &file, &out, &[]);
     assert_ok(&o);
     let text = stdout(&o);
     let dsm = text.find("done method=dsm/seed=0").expect(&text);
@@ -406,15 +410,7 @@ fn a_failed_run_is_recorded_the_sweep_goes_on_and_exits_non_zero() {
         "[grid]\n\"data.path\" = [\"missing.csv\", \"good.csv\"]\n",
     );
     let out = tmp.path().join("out");
-    let o = dgym(
-        tmp.path(),
-        &[
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = sweep(tmp.path(), &file, &out, &[]);
     assert_fails_with(&o, &["1 runs failed", "path=missing.csv/seed=0"]);
     assert!(
         stdout(&o).contains("FAILED path=missing.csv/seed=0"),
@@ -500,56 +496,30 @@ fn bad_sweep_files_are_refused_with_the_key_and_a_suggestion() {
         "[grid]\n\"agent.lr\" = [1e-4]\n",
     );
     let script = tmp.path().join("first.sbatch");
-    let o = dgym(
+    let o = sweep(
         tmp.path(),
-        &[
-            "sweep",
-            first.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--emit-slurm",
-            script.to_str().unwrap(),
-        ],
+        &first,
+        &out,
+        &["--emit-slurm", script.to_str().unwrap()],
     );
     assert_ok(&o);
     for extra in [&[][..], &["--dry-run"][..]] {
-        let mut args = vec![
-            "sweep",
-            second.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(extra);
-        assert_fails_with(&dgym(tmp.path(), &args), &["different sweep", "first.toml"]);
+        assert_fails_with(
+            &sweep(tmp.path(), &second, &out, extra),
+            &["different sweep", "first.toml"],
+        );
     }
     // The same sweep (comments aside) is accepted again.
     let text = std::fs::read_to_string(&first).unwrap();
     write(&first, &format!("# a comment\n{text}"));
-    let o = dgym(
-        tmp.path(),
-        &[
-            "sweep",
-            first.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dry-run",
-        ],
-    );
+    let o = sweep(tmp.path(), &first, &out, &["--dry-run"]);
     assert_ok(&o);
     // A directory that is not a sweep directory is refused too.
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     write(&other.join("notes.txt"), "mine");
     assert_fails_with(
-        &dgym(
-            tmp.path(),
-            &[
-                "sweep",
-                first.to_str().unwrap(),
-                "--out",
-                other.to_str().unwrap(),
-            ],
-        ),
+        &sweep(tmp.path(), &first, &other, &[]),
         &["not a sweep directory"],
     );
 }
@@ -560,18 +530,11 @@ fn emit_slurm_writes_a_job_array_over_the_shards() {
     let file = sibling_sweep(tmp.path());
     let script = tmp.path().join("sweep.sbatch");
     let out = tmp.path().join("out");
-    let o = dgym(
+    let o = sweep(
         tmp.path(),
-        &[
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--emit-slurm",
-            script.to_str().unwrap(),
-            "--shards",
-            "3",
-        ],
+        &file,
+        &out,
+        &["--emit-slurm", script.to_str().unwrap(), "--shards", "3"],
     );
     assert_ok(&o);
     let text = std::fs::read_to_string(&script).unwrap();
@@ -584,16 +547,11 @@ fn emit_slurm_writes_a_job_array_over_the_shards() {
     assert!(text.contains(&format!("'{}'", file.display())), "{text}");
     assert!(out.join("sweep.json").exists());
     // Default: one task per group (3 T × 2 seeds).
-    let o = dgym(
+    let o = sweep(
         tmp.path(),
-        &[
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--emit-slurm",
-            script.to_str().unwrap(),
-        ],
+        &file,
+        &out,
+        &["--emit-slurm", script.to_str().unwrap()],
     );
     assert_ok(&o);
     let text = std::fs::read_to_string(&script).unwrap();
@@ -644,16 +602,11 @@ fn aggregate_counts_failed_and_missing_runs_and_computes_the_statistics() {
     let out = tmp.path().join("out");
     let script = tmp.path().join("agg.sbatch");
     // --emit-slurm prepares the sweep directory without running anything.
-    assert_ok(&dgym(
+    assert_ok(&sweep(
         tmp.path(),
-        &[
-            "sweep",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--emit-slurm",
-            script.to_str().unwrap(),
-        ],
+        &file,
+        &out,
+        &["--emit-slurm", script.to_str().unwrap()],
     ));
     // Fabricated results: b=none has all three seeds; b=value one finished, one failed,
     // one never ran.
