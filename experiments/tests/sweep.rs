@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use denoise_gym_experiments::aggregate::{seed_stats, t_quantile_975};
+use denoise_gym_experiments::sweep::read_json_object;
 use tempfile::TempDir;
 
 /// The shipped config the tiny sweeps start from.
@@ -242,7 +243,8 @@ fn a_killed_sweep_restarts_without_redoing_or_losing_runs() {
         .iter()
         .chain(&long)
         .copied()
-        .filter(|r| out.join(r).join("eval.json").exists())
+        // A complete eval.json (one cut mid-write by the kill is redone, rightly).
+        .filter(|r| read_json_object(&out.join(r).join("eval.json")).is_some())
         .map(|r| (r, mtime(&out.join(r).join("eval.json"))))
         .collect();
     assert!(!finished.is_empty());
