@@ -1141,7 +1141,13 @@ pub fn run_sweep(
             let run = runs[i];
             match start_run(&dir, run, runner) {
                 Ok(Some(a)) => active.push(Active { run: i, ..a }),
-                Ok(None) => unreachable!("done runs are never pending"),
+                Ok(None) => {
+                    // Finished meanwhile by another invocation on the same directory.
+                    outcome[i] = Outcome::Done;
+                    completed += 1;
+                    report.skipped += 1;
+                    bar.set_position(completed as u64);
+                }
                 Err(error) => {
                     record_failure(&dir, run, "", &format!("{error:#}"));
                     outcome[i] = Outcome::Failed;
