@@ -3,6 +3,7 @@
 //! The `dgym` command-line tool's library: the run configuration ([`config`]) and the
 //! runners that write a run directory ([`run`]).
 
+pub mod aggregate;
 pub mod config;
 pub mod energy;
 pub mod eval;
@@ -10,3 +11,4 @@ pub mod finetune;
 pub mod grad_variance;
 pub mod plots;
 pub mod run;
+pub mod sweep;

@@ -120,6 +120,45 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a sweep file's grid of configs × seeds (train, then eval, per run), resumable;
+    /// then `dgym aggregate`. See the README, "Ablation sweeps".
+    Sweep {
+        /// The sweep file (TOML).
+        sweep: PathBuf,
+        /// The sweep directory (default: runs/sweeps/<sweep file name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Runs at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Run only slice I of N (1-based), e.g. 2/3.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<denoise_gym_experiments::sweep::Shard>,
+        /// List the runs (and their state) without running anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write a Slurm job-array script (task i runs --shard i/N) instead of running.
+        #[arg(long, value_name = "FILE.sbatch", conflicts_with_all = ["shard", "dry_run"])]
+        emit_slurm: Option<PathBuf>,
+        /// Array tasks of --emit-slurm (default: one per group of runs).
+        #[arg(long, value_name = "N", requires = "emit_slurm")]
+        shards: Option<usize>,
+    },
+    /// Tabulate a sweep directory: mean, std, n and 95% CI over seeds per grid point
+    /// (aggregate.md, aggregate.csv) and a PNG of a metric against an axis.
+    Aggregate {
+        /// The sweep directory.
+        sweep_dir: PathBuf,
+        /// The metric to plot (an eval.json key; default: the sweep file's [plot] or first metric).
+        #[arg(long)]
+        metric: Option<String>,
+        /// The axis along x.
+        #[arg(long)]
+        x: Option<String>,
+        /// The axis whose values are the lines.
+        #[arg(long)]
+        lines: Option<String>,
+    },
     /// Print the resolved config with every default and its one-line doc.
     Config {
         /// The config file (TOML); defaults only when absent.
@@ -217,6 +256,61 @@ fn run(cli: Cli) -> Result<()> {
                     serde_json::to_string_pretty(&gv::to_json(&rows, &options))?,
                 )
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            }
+        }
+        Command::Sweep {
+            sweep,
+            out,
+            jobs,
+            shard,
+            dry_run,
+            emit_slurm,
+            shards,
+        } => {
+            use denoise_gym_experiments::sweep;
+            let options = sweep::SweepOptions {
+                out,
+                jobs,
+                shard,
+                dry_run,
+            };
+            let runner = sweep::Runner {
+                exe: std::env::current_exe()?,
+            };
+            if let Some(script) = emit_slurm {
+                let n = sweep::emit_slurm(&sweep, &options, &script, shards, &runner)?;
+                println!(
+                    "wrote {} (a job array of {n} tasks): submit it with `sbatch {}`",
+                    script.display(),
+                    script.display()
+                );
+                return Ok(());
+            }
+            let report = sweep::run_sweep(&sweep, &options, &runner)?;
+            if !report.failed.is_empty() {
+                anyhow::bail!(
+                    "{} runs failed (each has an error.txt): {}",
+                    report.failed.len(),
+                    report.failed.join(", ")
+                );
+            }
+        }
+        Command::Aggregate {
+            sweep_dir,
+            metric,
+            x,
+            lines,
+        } => {
+            let options = denoise_gym_experiments::aggregate::AggregateOptions { metric, x, lines };
+            let written = denoise_gym_experiments::aggregate::aggregate(&sweep_dir, &options)?;
+            print!("{}", written.markdown);
+            println!(
+                "wrote {}, {}",
+                written.markdown_path.display(),
+                written.csv_path.display()
+            );
+            if let Some(plot) = written.plot_path {
+                println!("wrote {}", plot.display());
             }
         }
         Command::Config { config, overrides } => {

@@ -901,13 +901,128 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
             });
     }
     if panel.series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", TICK_FONT))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
+}
+
+/// The legend of a chart's labelled series, top right on a translucent white box.
+fn draw_legend<'a, 'b: 'a>(
+    chart: &mut ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", TICK_FONT))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// One line of [`error_bar_lines`]: `(x position, mean, low, high)` per point.
+#[derive(Debug, Clone)]
+pub struct ErrorBarSeries {
+    /// The legend entry.
+    pub name: String,
+    /// Points at category positions (indices into the x labels), with the bar's ends.
+    pub points: Vec<(usize, f64, f64, f64)>,
+}
+
+/// A metric against a categorical axis: each series a line through its means with a
+/// vertical error bar `[low, high]` at every point. Series are nudged apart along x so
+/// that their bars do not hide each other.
+///
+/// # Errors
+/// No series has a finite point, or a drawing / file error.
+pub fn error_bar_lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    x_labels: &[String],
+    y_desc: &str,
+    series: &[ErrorBarSeries],
+) -> Result<()> {
+    let finite =
+        |p: &&(usize, f64, f64, f64)| p.1.is_finite() && p.2.is_finite() && p.3.is_finite();
+    let (y_lo, y_hi) = finite_bounds(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(finite))
+            .flat_map(|p| [p.2, p.3]),
+    )
+    .ok_or_else(|| anyhow!("figure {}: no finite value to plot", path.display()))?;
+    let n_x = x_labels.len().max(1);
+    let width = 0.3 / series.len().max(1) as f64;
+    let offset = |i: usize| (i as f64 - (series.len() as f64 - 1.0) / 2.0) * width;
+    let labels: Vec<String> = x_labels.to_vec();
+    render_png(path, FIGURE_SIZE + 200, FIGURE_SIZE, |root| {
+        let area = titled(root, title, CAPTION_FONT)?;
+        let mut chart = ChartBuilder::on(&area)
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5..(n_x as f64 - 0.5), padded_range(y_lo, y_hi))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(FINE_GRID)
+            .x_labels(n_x * 2 + 1)
+            .x_label_formatter(&|v| {
+                let r = v.round();
+                if (v - r).abs() < 1e-6 && r >= 0.0 {
+                    labels.get(r as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|v| format_tick(*v))
+            .label_style(("sans-serif", TICK_FONT))
+            .axis_desc_style(("sans-serif", LABEL_FONT))
+            .draw()?;
+        for (i, s) in series.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let dx = offset(i);
+            let points: Vec<(f64, f64, f64, f64)> = s
+                .points
+                .iter()
+                .filter(finite)
+                .map(|&(x, m, lo, hi)| (x as f64 + dx, m, lo, hi))
+                .collect();
+            let cap = 0.04;
+            for &(x, _, lo, hi) in &points {
+                for segment in [
+                    vec![(x, lo), (x, hi)],
+                    vec![(x - cap, lo), (x + cap, lo)],
+                    vec![(x - cap, hi), (x + cap, hi)],
+                ] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        segment,
+                        colour.stroke_width(2),
+                    )))?;
+                }
+            }
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|&(x, m, _, _)| Circle::new((x, m), 4, colour.filled())),
+            )?;
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|&(x, m, _, _)| (x, m)),
+                    colour.stroke_width(2),
+                ))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+                });
+        }
+        draw_legend(&mut chart)?;
+        Ok(())
+    })
 }

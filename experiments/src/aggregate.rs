@@ -1,0 +1,444 @@
+//! `dgym aggregate`: a sweep's metrics over seeds, per grid point.
+//!
+//! For each metric, one row per grid point: mean, sample standard deviation, the number
+//! of seeds with a value, and a 95 % confidence interval of the mean (Student t with
+//! n − 1 degrees of freedom). Runs that failed, have not finished, or finished without
+//! the metric are counted and shown, never silently left out of `n`. Written as
+//! `aggregate.md` and `aggregate.csv` in the sweep directory, with a PNG of one metric
+//! against one axis (one line per value of another axis, 95 % CI error bars).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::sweep::{read_json_object, read_plan, run_state, Plan, PlotSpec, RunState, ERROR_FILE};
+
+/// `t_{0.975, ν}` for ν = 1..=30 (two-sided 95 %).
+const T_975: [f64; 30] = [
+    12.706_204_736,
+    4.302_652_730,
+    3.182_446_305,
+    2.776_445_105,
+    2.570_581_836,
+    2.446_911_851,
+    2.364_624_252,
+    2.306_004_135,
+    2.262_157_163,
+    2.228_138_852,
+    2.200_985_160,
+    2.178_812_830,
+    2.160_368_656,
+    2.144_786_688,
+    2.131_449_546,
+    2.119_905_299,
+    2.109_815_578,
+    2.100_922_040,
+    2.093_024_054,
+    2.085_963_447,
+    2.079_613_845,
+    2.073_873_068,
+    2.068_657_610,
+    2.063_898_562,
+    2.059_538_553,
+    2.055_529_439,
+    2.051_830_516,
+    2.048_407_142,
+    2.045_229_642,
+    2.042_272_456,
+];
+
+/// The standard normal's 0.975 quantile.
+const Z_975: f64 = 1.959_963_985;
+
+/// The 0.975 quantile of Student's t with `dof` degrees of freedom (`dof >= 1`): the
+/// table above up to 30, beyond it the Cornish-Fisher expansion in 1/ν (error < 1e-5).
+pub fn t_quantile_975(dof: usize) -> f64 {
+    if dof == 0 {
+        return f64::INFINITY;
+    }
+    if dof <= T_975.len() {
+        return T_975[dof - 1];
+    }
+    let z = Z_975;
+    let v = dof as f64;
+    z + (z.powi(3) + z) / (4.0 * v)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * v * v)
+        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * v.powi(3))
+}
+
+/// Mean, spread and confidence interval of one grid point's values over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedStats {
+    /// Number of values.
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// Sample standard deviation (n − 1 in the denominator: an estimate of the spread
+    /// between seeds, not the spread of these few); `None` for a single value.
+    pub std: Option<f64>,
+    /// 95 % confidence interval of the mean, `mean ± t_{0.975, n−1} std / √n`; `None`
+    /// for a single value.
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// The statistics of `values`, `None` when there are none.
+pub fn seed_stats(values: &[f64]) -> Option<SeedStats> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return Some(SeedStats {
+            n,
+            mean,
+            std: None,
+            ci95: None,
+        });
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let std = var.sqrt();
+    let half = t_quantile_975(n - 1) * std / (n as f64).sqrt();
+    Some(SeedStats {
+        n,
+        mean,
+        std: Some(std),
+        ci95: Some((mean - half, mean + half)),
+    })
+}
+
+/// Overrides of the sweep file's metrics and plot.
+#[derive(Debug, Clone, Default)]
+pub struct AggregateOptions {
+    /// The plotted metric (added to the tables when the sweep does not list it).
+    pub metric: Option<String>,
+    /// The plot's x axis.
+    pub x: Option<String>,
+    /// The plot's line axis.
+    pub lines: Option<String>,
+}
+
+/// One grid point's figures for one metric.
+#[derive(Debug, Clone)]
+pub struct PointRow {
+    /// The grid point's name.
+    pub point: String,
+    /// The axis labels.
+    pub labels: Vec<String>,
+    /// Runs (seeds) planned.
+    pub n_runs: usize,
+    /// Runs that failed.
+    pub n_failed: usize,
+    /// Runs not finished (not run yet, or interrupted).
+    pub n_missing: usize,
+    /// Finished runs whose `eval.json` has no such metric.
+    pub n_without: usize,
+    /// The statistics over the values there are.
+    pub stats: Option<SeedStats>,
+}
+
+impl PointRow {
+    /// `3/3`, `2/3, 1 failed`, ...
+    pub fn n_text(&self) -> String {
+        let mut text = format!("{}/{}", self.stats.as_ref().map_or(0, |s| s.n), self.n_runs);
+        for (count, what) in [
+            (self.n_failed, "failed"),
+            (self.n_missing, "not finished"),
+            (self.n_without, "without this metric"),
+        ] {
+            if count > 0 {
+                text.push_str(&format!(", {count} {what}"));
+            }
+        }
+        text
+    }
+}
+
+/// Per grid point, the figures of `metric` over the seeds.
+pub fn metric_rows(dir: &Path, plan: &Plan, metric: &str) -> Vec<PointRow> {
+    let mut rows: Vec<PointRow> = Vec::new();
+    let mut values: Vec<Vec<f64>> = Vec::new();
+    for run in &plan.runs {
+        let index = match rows.iter().position(|r| r.point == run.point) {
+            Some(i) => i,
+            None => {
+                rows.push(PointRow {
+                    point: run.point.clone(),
+                    labels: run.labels.clone(),
+                    n_runs: 0,
+                    n_failed: 0,
+                    n_missing: 0,
+                    n_without: 0,
+                    stats: None,
+                });
+                values.push(Vec::new());
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[index];
+        row.n_runs += 1;
+        let run_dir = dir.join(&run.name);
+        if run_state(&run_dir) == RunState::Done {
+            match read_json_object(&run_dir.join("eval.json"))
+                .and_then(|e| e.get(metric).and_then(serde_json::Value::as_f64))
+            {
+                Some(v) if v.is_finite() => values[index].push(v),
+                _ => row.n_without += 1,
+            }
+        } else if run_dir.join(ERROR_FILE).exists() {
+            row.n_failed += 1;
+        } else {
+            row.n_missing += 1;
+        }
+    }
+    for (row, v) in rows.iter_mut().zip(&values) {
+        row.stats = seed_stats(v);
+    }
+    rows
+}
+
+/// What [`aggregate`] wrote.
+#[derive(Debug, Clone)]
+pub struct Aggregated {
+    /// The Markdown tables.
+    pub markdown: String,
+    /// `aggregate.md`.
+    pub markdown_path: PathBuf,
+    /// `aggregate.csv`.
+    pub csv_path: PathBuf,
+    /// The plot, when the sweep has an axis to plot against.
+    pub plot_path: Option<PathBuf>,
+}
+
+fn fmt(v: f64) -> String {
+    format!("{v:.4}")
+}
+
+/// `dgym aggregate SWEEP_DIR`: tables (Markdown, CSV) and a plot of a sweep directory.
+pub fn aggregate(dir: &Path, options: &AggregateOptions) -> Result<Aggregated> {
+    let plan = read_plan(dir)?;
+    let mut metrics = plan.metrics.clone();
+    if let Some(m) = &options.metric {
+        if !metrics.contains(m) {
+            metrics.push(m.clone());
+        }
+    }
+    let axis_names: Vec<&str> = plan.axes.iter().map(|a| a.name.as_str()).collect();
+    let mut markdown = format!("# Sweep {}\n\n", plan.sweep_file);
+    let mut csv = String::from("metric,point,");
+    for name in &axis_names {
+        csv.push_str(&format!("{name},"));
+    }
+    csv.push_str("n,n_runs,n_failed,n_not_finished,n_without_metric,mean,std,ci95_lo,ci95_hi\n");
+    for metric in &metrics {
+        let rows = metric_rows(dir, &plan, metric);
+        markdown.push_str(&format!("## {metric}\n\n| "));
+        for name in &axis_names {
+            markdown.push_str(&format!("{name} | "));
+        }
+        markdown.push_str("n | mean | std | 95% CI |\n|");
+        markdown.push_str(&"---|".repeat(axis_names.len() + 4));
+        markdown.push('\n');
+        for row in &rows {
+            let (mean, std, ci) = match &row.stats {
+                None => ("—".to_string(), "—".to_string(), "—".to_string()),
+                Some(s) => (
+                    fmt(s.mean),
+                    s.std.map_or_else(|| "—".to_string(), fmt),
+                    s.ci95.map_or_else(
+                        || "—".to_string(),
+                        |(lo, hi)| format!("[{}, {}]", fmt(lo), fmt(hi)),
+                    ),
+                ),
+            };
+            markdown.push_str("| ");
+            for label in &row.labels {
+                markdown.push_str(&format!("{label} | "));
+            }
+            markdown.push_str(&format!("{} | {mean} | {std} | {ci} |\n", row.n_text()));
+            let stats = row.stats.as_ref();
+            let cells = [
+                stats.map_or(0, |s| s.n).to_string(),
+                row.n_runs.to_string(),
+                row.n_failed.to_string(),
+                row.n_missing.to_string(),
+                row.n_without.to_string(),
+                stats.map_or_else(String::new, |s| s.mean.to_string()),
+                stats
+                    .and_then(|s| s.std)
+                    .map_or_else(String::new, |v| v.to_string()),
+                stats
+                    .and_then(|s| s.ci95)
+                    .map_or_else(String::new, |c| c.0.to_string()),
+                stats
+                    .and_then(|s| s.ci95)
+                    .map_or_else(String::new, |c| c.1.to_string()),
+            ];
+            csv.push_str(&format!("{},{},", csv_quote(metric), csv_quote(&row.point)));
+            for label in &row.labels {
+                csv.push_str(&format!("{},", csv_quote(label)));
+            }
+            csv.push_str(&cells.join(","));
+            csv.push('\n');
+        }
+        markdown.push('\n');
+    }
+    let plot_path = match plot_spec(&plan, options)? {
+        Some(spec) => {
+            let path = dir.join(format!(
+                "{}_vs_{}.png",
+                spec.metric.replace('/', "_"),
+                spec.x
+            ));
+            if plot(&path, dir, &plan, &spec)? {
+                markdown.push_str(&format!(
+                    "![{} against {}]({})\n",
+                    spec.metric,
+                    spec.x,
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default()
+                ));
+                Some(path)
+            } else {
+                markdown.push_str(&format!(
+                    "(no plot: no run has a value of {} yet)\n",
+                    spec.metric
+                ));
+                None
+            }
+        }
+        None => None,
+    };
+    let markdown_path = dir.join("aggregate.md");
+    let csv_path = dir.join("aggregate.csv");
+    for (path, text) in [(&markdown_path, &markdown), (&csv_path, &csv)] {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, text)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    Ok(Aggregated {
+        markdown,
+        markdown_path,
+        csv_path,
+        plot_path,
+    })
+}
+
+fn csv_quote(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The plot to draw: the options over the sweep file's `[plot]`, else the first metric
+/// against the first axis with the second axis as lines; `None` without axes.
+fn plot_spec(plan: &Plan, options: &AggregateOptions) -> Result<Option<PlotSpec>> {
+    let default = plan.plot.clone().or_else(|| {
+        plan.axes.first().map(|a| PlotSpec {
+            metric: plan.metrics[0].clone(),
+            x: a.name.clone(),
+            lines: plan.axes.get(1).map(|b| b.name.clone()),
+        })
+    });
+    let Some(mut spec) = default.or_else(|| {
+        options.x.clone().map(|x| PlotSpec {
+            metric: plan.metrics[0].clone(),
+            x,
+            lines: None,
+        })
+    }) else {
+        if options.x.is_some() || options.lines.is_some() {
+            bail!("the sweep has no axes to plot against");
+        }
+        return Ok(None);
+    };
+    if let Some(m) = &options.metric {
+        spec.metric = m.clone();
+    }
+    if let Some(x) = &options.x {
+        spec.x = x.clone();
+        if spec.lines.as_deref() == Some(x.as_str()) {
+            spec.lines = None;
+        }
+    }
+    if let Some(l) = &options.lines {
+        spec.lines = Some(l.clone());
+    }
+    plan.axis_index(&spec.x, "--x")?;
+    if let Some(l) = &spec.lines {
+        plan.axis_index(l, "--lines")?;
+        if *l == spec.x {
+            bail!("--lines {l}: the line axis must differ from the x axis");
+        }
+    }
+    Ok(Some(spec))
+}
+
+/// Draws `spec.metric` against `spec.x`: one line per value of `spec.lines` (and of any
+/// other axis), points at the mean, error bars the 95 % CI. `false` when there is
+/// nothing to draw yet.
+fn plot(path: &Path, dir: &Path, plan: &Plan, spec: &PlotSpec) -> Result<bool> {
+    let x = plan.axis_index(&spec.x, "plot x")?;
+    let rows = metric_rows(dir, plan, &spec.metric);
+    let mut series: Vec<crate::plots::ErrorBarSeries> = Vec::new();
+    for row in &rows {
+        // The line axis names the series first; any further axis splits them too.
+        let mut name: Vec<String> = plan
+            .axes
+            .iter()
+            .zip(&row.labels)
+            .enumerate()
+            .filter(|(i, _)| *i != x)
+            .map(|(_, (a, l))| format!("{}={l}", a.name))
+            .collect();
+        if let Some(lines) = &spec.lines {
+            let prefix = format!("{lines}=");
+            name.sort_by_key(|n| !n.starts_with(&prefix));
+        }
+        let name = if name.is_empty() {
+            spec.metric.clone()
+        } else {
+            name.join(",")
+        };
+        let position = plan.axes[x]
+            .labels
+            .iter()
+            .position(|l| *l == row.labels[x])
+            .unwrap_or(0);
+        let s = match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s,
+            None => {
+                series.push(crate::plots::ErrorBarSeries {
+                    name,
+                    points: Vec::new(),
+                });
+                series.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(stats) = &row.stats {
+            let (lo, hi) = stats.ci95.unwrap_or((stats.mean, stats.mean));
+            s.points.push((position, stats.mean, lo, hi));
+        }
+    }
+    series.retain(|s| !s.points.is_empty());
+    if series.is_empty() {
+        return Ok(false);
+    }
+    crate::plots::error_bar_lines(
+        path,
+        &format!(
+            "{} against {} (mean over seeds, 95% CI)",
+            spec.metric, spec.x
+        ),
+        &spec.x,
+        &plan.axes[x].labels,
+        &spec.metric,
+        &series,
+    )?;
+    Ok(true)
+}
