@@ -6,6 +6,7 @@
 //! outside this crate and trains through the same loop.
 
 pub mod baselines;
+pub mod ddaebm;
 pub mod reinforce;
 
 pub use baselines::{make_baseline, ValueBaselineSpec, BASELINES};
