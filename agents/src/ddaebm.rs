@@ -115,7 +115,10 @@ impl DdaebmConfig {
             ("grad_clip", self.grad_clip),
         ] {
             if !(value.is_finite() && value >= 0.0) {
-                return Err(Error::config(key, format!("must be finite and ≥ 0, got {value}")));
+                return Err(Error::config(
+                    key,
+                    format!("must be finite and ≥ 0, got {value}"),
+                ));
             }
         }
         for (key, value) in [
@@ -124,7 +127,10 @@ impl DdaebmConfig {
             ("lr_generator", self.lr_generator),
         ] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(Error::config(key, format!("must be finite and > 0, got {value}")));
+                return Err(Error::config(
+                    key,
+                    format!("must be finite and > 0, got {value}"),
+                ));
             }
         }
         if self.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
@@ -144,7 +150,12 @@ fn with_time<D: Backend, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
     let rows = x.shape().0;
     assert_eq!(ts.len(), rows, "one time step per row");
     let dev = x.device().clone();
-    let embedding = matrix(&dev, time_embedding(ts, n_steps, embed_dim), rows, embed_dim);
+    let embedding = matrix(
+        &dev,
+        time_embedding(ts, n_steps, embed_dim),
+        rows,
+        embed_dim,
+    );
     (x, embedding).concat_along(Axis::<1>)
 }
 
@@ -261,7 +272,9 @@ impl<D: Backend> StepEnergy<D> {
             .reshape_like(&(width,))
             .broadcast_like::<_, Axis<0>>(&(rows, width));
         for k in (0..last).rev() {
-            let pre = pre_activations.pop().expect("one pre-activation per hidden layer");
+            let pre = pre_activations
+                .pop()
+                .expect("one pre-activation per hidden layer");
             let delta = times_activation_derivative(self.net.activation, g, pre);
             let weight_t = layers[k]
                 .weight
@@ -557,8 +570,13 @@ pub fn forward_log_density_gradient<D: Backend>(
     x_t: &Matrix<D>,
     ts: &[usize],
 ) -> Matrix<D> {
-    scale_rows(x_t.clone(), &per_row(ts, |t| schedule.alpha(t).sqrt() / schedule.beta(t)))
-        - scale_rows(x_prev.clone(), &per_row(ts, |t| schedule.alpha(t) / schedule.beta(t)))
+    scale_rows(
+        x_t.clone(),
+        &per_row(ts, |t| schedule.alpha(t).sqrt() / schedule.beta(t)),
+    ) - scale_rows(
+        x_prev.clone(),
+        &per_row(ts, |t| schedule.alpha(t) / schedule.beta(t)),
+    )
 }
 
 /// The R1 penalty of SPEC §5 on real pairs, `(r1/2) mean_i ‖∇_{x_{t-1}} [D(x_{t-1}, t-1) +
@@ -573,7 +591,8 @@ pub fn r1_penalty<D: Backend, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
     r1: f64,
 ) -> (Vector<D, T>, Tensor<(), f32, D, T>) {
     let steps: Vec<usize> = ts.iter().map(|t| t - 1).collect();
-    let constant_part = forward_log_density_gradient(schedule, &x_prev.retaped::<NoneTape>(), x_t, ts);
+    let constant_part =
+        forward_log_density_gradient(schedule, &x_prev.retaped::<NoneTape>(), x_t, ts);
     let (value, gradient) = energy.value_and_input_gradient(x_prev, &steps);
     let full = gradient + constant_part;
     (value, row_sums(full.square()).mean() * (0.5 * r1) as f32)
@@ -626,13 +645,18 @@ pub fn real_pair<D: Backend>(
     noise: &StepNoise<D>,
 ) -> (Matrix<D>, Matrix<D>) {
     let ts = &noise.ts;
-    let x_prev = scale_rows(x0.clone(), &per_row(ts, |t| schedule.alpha_bar(t - 1).sqrt()))
-        + scale_rows(
-            noise.eps_prev.clone(),
-            &per_row(ts, |t| (1.0 - schedule.alpha_bar(t - 1)).sqrt()),
-        );
+    let x_prev = scale_rows(
+        x0.clone(),
+        &per_row(ts, |t| schedule.alpha_bar(t - 1).sqrt()),
+    ) + scale_rows(
+        noise.eps_prev.clone(),
+        &per_row(ts, |t| (1.0 - schedule.alpha_bar(t - 1)).sqrt()),
+    );
     let x_t = scale_rows(x_prev.clone(), &per_row(ts, |t| schedule.alpha(t).sqrt()))
-        + scale_rows(noise.eps_t.clone(), &per_row(ts, |t| schedule.beta(t).sqrt()));
+        + scale_rows(
+            noise.eps_t.clone(),
+            &per_row(ts, |t| schedule.beta(t).sqrt()),
+        );
     (x_prev, x_t)
 }
 
@@ -796,18 +820,17 @@ impl<D: Backend> Ddaebm<D> {
         let reverse = conditional.mean::<(), _>() * -1.0;
         // Entropy bound: λ_z mean NLL of z under q_ω(· | x̃, x_t).
         let (m_fake, v_fake) = self.encoder.forward(fake, &x_t, ts);
-        let latent = diagonal_normal_nll(noise.z.retaped::<Traced<D>>(), m_fake, v_fake).mean::<(), _>();
+        let latent =
+            diagonal_normal_nll(noise.z.retaped::<Traced<D>>(), m_fake, v_fake).mean::<(), _>();
         // VAE bound of the real step: z_ω ~ q_ω(· | x_{t-1}, x_t), recon NLL + KL.
         let (m_real, v_real) =
             self.encoder
                 .forward(x_prev.clone().traced(Gradients::leaky()), &x_t, ts);
         let std_real = (v_real.with_empty_tape() * 0.5).exp();
         let z_omega = m_real.with_empty_tape() + std_real * noise.eps_z.clone();
-        let mean_real = self.generator.posterior_mean(
-            self.generator.predict_x0(&x_t, z_omega, ts),
-            &x_t,
-            ts,
-        );
+        let mean_real =
+            self.generator
+                .posterior_mean(self.generator.predict_x0(&x_t, z_omega, ts), &x_t, ts);
         let floor = self.config.recon_variance_floor;
         let variance = per_row(ts, |t| schedule.beta_tilde(t).max(floor));
         let inverse_two_variance: Vec<f32> = variance.iter().map(|v| 0.5 / v).collect();

@@ -202,7 +202,8 @@ fn encoder_kl_and_nll_match_closed_forms() {
     let mean = [0.3f32, -1.2, 0.0, 2.0];
     let log_var = [0.5f32, -0.7, 0.0, 1.3];
     let z = [0.1f32, 0.4, -0.5, 1.0];
-    let kl = kl_to_standard_normal(host(mean.to_vec(), 2, 2), host(log_var.to_vec(), 2, 2)).as_vec();
+    let kl =
+        kl_to_standard_normal(host(mean.to_vec(), 2, 2), host(log_var.to_vec(), 2, 2)).as_vec();
     let nll = diagonal_normal_nll(
         host(z.to_vec(), 2, 2),
         host(mean.to_vec(), 2, 2),
@@ -221,10 +222,19 @@ fn encoder_kl_and_nll_match_closed_forms() {
             let s2 = v.exp();
             // KL(N(m, s²) ‖ N(0, 1)) = ½ (s² + m² − 1 − ln s²).
             kl_expected += 0.5 * (s2 + m * m - 1.0 - v);
-            nll_expected += 0.5 * (2.0 * std::f64::consts::PI * s2).ln() + (zz - m).powi(2) / (2.0 * s2);
+            nll_expected +=
+                0.5 * (2.0 * std::f64::consts::PI * s2).ln() + (zz - m).powi(2) / (2.0 * s2);
         }
-        assert!((kl[row] as f64 - kl_expected).abs() < 1e-5, "KL {} vs {kl_expected}", kl[row]);
-        assert!((nll[row] as f64 - nll_expected).abs() < 1e-5, "NLL {} vs {nll_expected}", nll[row]);
+        assert!(
+            (kl[row] as f64 - kl_expected).abs() < 1e-5,
+            "KL {} vs {kl_expected}",
+            kl[row]
+        );
+        assert!(
+            (nll[row] as f64 - nll_expected).abs() < 1e-5,
+            "NLL {} vs {nll_expected}",
+            nll[row]
+        );
     }
     // At the prior itself the KL vanishes.
     let zero = kl_to_standard_normal(host(vec![0.0; 4], 2, 2), host(vec![0.0; 4], 2, 2)).as_vec();
@@ -237,7 +247,13 @@ fn forward_log_density_is_the_gaussian_transition() {
     let x_prev = [0.5f32, -0.25];
     let x_t = [0.1f32, 0.3];
     for t in 1..=4 {
-        let value = forward_log_density(&schedule, host(x_prev.to_vec(), 1, 2), &host(x_t.to_vec(), 1, 2), &[t]).as_vec()[0] as f64;
+        let value = forward_log_density(
+            &schedule,
+            host(x_prev.to_vec(), 1, 2),
+            &host(x_t.to_vec(), 1, 2),
+            &[t],
+        )
+        .as_vec()[0] as f64;
         let (a, b) = (schedule.alpha(t), schedule.beta(t));
         let expected: f64 = (0..2)
             .map(|j| {
@@ -245,7 +261,10 @@ fn forward_log_density_is_the_gaussian_transition() {
                 -r * r / (2.0 * b) - 0.5 * (2.0 * std::f64::consts::PI * b).ln()
             })
             .sum();
-        assert!((value - expected).abs() < 1e-4 * expected.abs().max(1.0), "t={t}: {value} vs {expected}");
+        assert!(
+            (value - expected).abs() < 1e-4 * expected.abs().max(1.0),
+            "t={t}: {value} vs {expected}"
+        );
     }
 }
 
@@ -254,7 +273,8 @@ fn generator_step_is_the_posterior_of_spec_1() {
     let schedule = schedule();
     let dev = Dev::default();
     let mut rng = seeded(4, 0);
-    let generator = LatentGenerator::<Dev>::new(&dev, &spec(Activation::Silu), schedule.clone(), &mut rng);
+    let generator =
+        LatentGenerator::<Dev>::new(&dev, &spec(Activation::Silu), schedule.clone(), &mut rng);
     let x_t = normal_matrix(&dev, &mut rng, 3, 2);
     let z = normal_matrix(&dev, &mut rng, 3, 2);
     let noise = normal_matrix(&dev, &mut rng, 3, 2);
@@ -279,7 +299,9 @@ fn generator_step_is_the_posterior_of_spec_1() {
         }
         if t == 1 {
             // No noise at the last step: β̃_1 = 0, the step is the posterior mean c1 x̂_0.
-            let other = generator.step(&x_t, z.clone(), &(noise.clone() * 3.0), &ts).as_vec();
+            let other = generator
+                .step(&x_t, z.clone(), &(noise.clone() * 3.0), &ts)
+                .as_vec();
             assert_eq!(step, other);
         }
     }
@@ -289,7 +311,13 @@ fn generator_step_is_the_posterior_of_spec_1() {
     assert_eq!(a, b);
     // A sample does not depend on the rest of its batch (no batch statistics).
     let one = generator
-        .act(&DenoisingState { x: x_t.clone(), t: 3 }, &mut seeded(5, 0))
+        .act(
+            &DenoisingState {
+                x: x_t.clone(),
+                t: 3,
+            },
+            &mut seeded(5, 0),
+        )
         .next
         .as_vec();
     assert_eq!(one.len(), 6);
@@ -324,7 +352,10 @@ fn one_training_iteration_moves_every_parameter_group() {
     let stats = model.train_step(&x0, &mut rng, 1).unwrap();
     for key in ["ddaebm/loss_D", "ddaebm/loss_G", "ddaebm/r1", "ddaebm/kl_z"] {
         let value = stats.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
-        assert!(value.is_some_and(f64::is_finite), "{key} missing or not finite");
+        assert!(
+            value.is_some_and(f64::is_finite),
+            "{key} missing or not finite"
+        );
     }
     let moved = |a: Vec<&Matrix<Dev>>, b: Vec<&Matrix<Dev>>, names: Vec<String>| {
         for ((p, q), name) in a.into_iter().zip(b).zip(names) {
@@ -333,7 +364,11 @@ fn one_training_iteration_moves_every_parameter_group() {
             }
         }
     };
-    moved(model.energy.parameters(), before.energy.parameters(), model.energy.parameter_names());
+    moved(
+        model.energy.parameters(),
+        before.energy.parameters(),
+        model.energy.parameter_names(),
+    );
     moved(
         model.generator.parameters(),
         before.generator.parameters(),
@@ -347,5 +382,7 @@ fn one_training_iteration_moves_every_parameter_group() {
     assert_eq!(model.energy_optimizer.step, 1);
     assert_eq!(model.generator_optimizer.step, 1);
     // A batch of the wrong width is an error, not a panic.
-    assert!(model.train_step(&normal_matrix(&dev, &mut rng, 4, 3), &mut rng, 2).is_err());
+    assert!(model
+        .train_step(&normal_matrix(&dev, &mut rng, 4, 3), &mut rng, 2)
+        .is_err());
 }

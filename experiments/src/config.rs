@@ -474,7 +474,10 @@ impl TrainConfig {
             ("checkpoint_every", g.checkpoint_every),
         ] {
             if value == 0 {
-                return Err(Error::config(at(&format!("ddaebm.{key}")), "must be at least 1"));
+                return Err(Error::config(
+                    at(&format!("ddaebm.{key}")),
+                    "must be at least 1",
+                ));
             }
         }
         if self.finetune.iterations > 0 || !self.finetune.init_from.is_empty() {

@@ -196,10 +196,7 @@ fn load_state<D: Backend>(dev: &D, run_dir: &Path) -> Result<DdaebmState<D>> {
     let checkpoint = run.load_last_checkpoint()?;
     let path = run.last_checkpoint();
     if checkpoint.meta(&path, "phase")? != PHASE {
-        bail!(
-            "checkpoint {} is not a DDAEBM checkpoint",
-            path.display()
-        );
+        bail!("checkpoint {} is not a DDAEBM checkpoint", path.display());
     }
     let dim: usize = checkpoint.meta_parse(&path, "dim")?;
     let mut state = DdaebmState::new(dev, &config, dim)?;

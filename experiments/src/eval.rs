@@ -21,8 +21,8 @@ use denoise_gym::metrics::{
     auroc, grid_total_variation, mmd2, mode_stats, normalised_from_log_density,
     normalised_grid_density, sliced_wasserstein,
 };
-use denoise_gym::sampler::Sampler;
 use denoise_gym::rng::{normal_vec, seeded, ProjectRng};
+use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::Dataset;
 use rand::Rng;

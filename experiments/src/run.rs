@@ -810,7 +810,11 @@ fn run_phases<D: Backend>(
     finish(run, logger, summary)
 }
 
-pub(crate) fn log_eval(logger: &mut MultiLogger, step: u64, eval: &serde_json::Value) -> Result<()> {
+pub(crate) fn log_eval(
+    logger: &mut MultiLogger,
+    step: u64,
+    eval: &serde_json::Value,
+) -> Result<()> {
     let scalars: Vec<(String, f64)> = ["swd", "mmd2", "mmd2_median"]
         .iter()
         .filter_map(|k| eval[*k].as_f64().map(|v| (format!("eval/{k}"), v)))

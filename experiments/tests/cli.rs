@@ -1340,7 +1340,10 @@ fn a_ddaebm_run_resumes_exactly_and_samples_energies_and_evaluates() {
         "ddaebm/kl_z",
         "eval/swd",
     ] {
-        assert!(header.iter().any(|h| h == column), "no {column} in {header:?}");
+        assert!(
+            header.iter().any(|h| h == column),
+            "no {column} in {header:?}"
+        );
     }
     assert!(rows.iter().any(|r| r[1] == "ddaebm"));
     let summary = read_json(&b.join("summary.json"));
@@ -1355,7 +1358,16 @@ fn a_ddaebm_run_resumes_exactly_and_samples_energies_and_evaluates() {
         let path = tmp.path().join(name);
         let o = dgym(
             tmp.path(),
-            &["sample", b.to_str().unwrap(), "--n", "50", "--seed", seed, "--out", path.to_str().unwrap()],
+            &[
+                "sample",
+                b.to_str().unwrap(),
+                "--n",
+                "50",
+                "--seed",
+                seed,
+                "--out",
+                path.to_str().unwrap(),
+            ],
         );
         assert!(o.status.success(), "{}", stderr(&o));
         read_samples(&path)
@@ -1372,7 +1384,14 @@ fn a_ddaebm_run_resumes_exactly_and_samples_energies_and_evaluates() {
     let energies = tmp.path().join("energies.csv");
     let o = dgym(
         tmp.path(),
-        &["energy", b.to_str().unwrap(), "--points", points.to_str().unwrap(), "--out", energies.to_str().unwrap()],
+        &[
+            "energy",
+            b.to_str().unwrap(),
+            "--points",
+            points.to_str().unwrap(),
+            "--out",
+            energies.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let (header, rows) = read_csv(&energies);
@@ -1387,7 +1406,10 @@ fn a_ddaebm_run_resumes_exactly_and_samples_energies_and_evaluates() {
     assert!(o.status.success(), "{}", stderr(&o));
     let eval = read_json(&b.join("eval.json"));
     for key in ["swd", "mmd2", "energy_kl", "energy_kl_raw", "energy_auroc"] {
-        assert!(eval[key].as_f64().is_some_and(f64::is_finite), "{key}: {eval}");
+        assert!(
+            eval[key].as_f64().is_some_and(f64::is_finite),
+            "{key}: {eval}"
+        );
     }
     assert!(b.join("density.png").exists() && b.join("samples.png").exists());
 }
