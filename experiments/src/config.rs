@@ -235,8 +235,8 @@ config_section! {
         pub betas: [f64; 2] = [0.0, 0.9],
         /// Global gradient-norm clip of each optimiser (0 = off).
         pub grad_clip: f64 = 0.0,
-        /// Log every this many iterations.
-        pub log_every: u64 = 10,
+        /// Log every this many iterations (1: every iteration's losses are in the curves).
+        pub log_every: u64 = 1,
         /// Write a checkpoint every this many iterations (and at the end).
         pub checkpoint_every: u64 = 1000,
     }
