@@ -28,6 +28,7 @@ pub mod policy;
 pub mod reward;
 pub mod rng;
 pub mod rollout;
+pub mod sampler;
 pub mod schedule;
 pub mod tensor;
 

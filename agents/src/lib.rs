@@ -5,9 +5,11 @@
 //! ([`reinforce`], [`baselines`]), PPO's clipped surrogate on the same machinery
 //! ([`ppo`]), and DxDP, the value-based pathwise update of SPEC §4.2 ([`dxdp`]). A user's
 //! own algorithm implements the same trait from outside this crate and trains through the
-//! same loop.
+//! same loop. [`ddaebm`] holds DDAEBM (SPEC §5): a per-step energy, a latent generator that
+//! acts in the denoising environment, and its adversarial training step.
 
 pub mod baselines;
+pub mod ddaebm;
 pub mod dxdp;
 pub mod ppo;
 pub mod reinforce;

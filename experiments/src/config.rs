@@ -10,6 +10,7 @@ use denoise_gym::nn::Activation;
 use denoise_gym::policy::PolicySpec;
 use denoise_gym::schedule::{Schedule, ScheduleKind};
 use denoise_gym::Error;
+use denoise_gym_agents::ddaebm::{DdaebmConfig, DdaebmSpec};
 use denoise_gym_agents::{DxdpConfig, ValueTarget};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,8 @@ config_section! {
         pub seed: u64 = 0,
         /// Hide the progress display.
         pub quiet: bool = false,
+        /// What to train: diffusion (DSM pretraining of the Gaussian policy, then optional fine-tuning) or ddaebm (SPEC §5, section [ddaebm]).
+        pub method: String = "diffusion".to_string(),
     }
 }
 
@@ -244,6 +247,49 @@ config_section! {
     }
 }
 
+config_section! {
+    /// DDAEBM (SPEC §5), trained when run.method = "ddaebm". The schedule is [policy]'s
+    /// (n_steps, schedule, vp_beta_min, vp_beta_max); the t = 0 energy's density grid and
+    /// T_E fit are [reward]'s (grid_half_width, grid_size, held_out, fit_temperature).
+    pub struct DdaebmSection {
+        /// Training iterations (one energy step and one generator + encoder step each).
+        pub iterations: u64 = 20_000,
+        /// Data points (real pairs) per iteration.
+        pub batch_size: usize = 200,
+        /// Hidden width of the energy, generator and encoder networks.
+        pub hidden: usize = 300,
+        /// Hidden layers of each network.
+        pub depth: usize = 2,
+        /// Dimension of the sinusoidal time embedding.
+        pub time_embed_dim: usize = 16,
+        /// Hidden non-linearity: relu (piecewise linear, as the reference's PReLU) or silu.
+        pub activation: Activation = Activation::Relu,
+        /// n_z: latent dimension of the generator G(x_t, z, t).
+        pub n_z: usize = 2,
+        /// r1: weight of the R1 penalty on the real pairs' conditional log-density gradient.
+        pub r1: f64 = 0.02,
+        /// lambda_z: weight of the encoder's entropy bound on generated pairs.
+        pub lambda_z: f64 = 0.1,
+        /// Variance floor of the VAE bound's likelihood, max(beta_tilde_t, floor).
+        pub recon_variance_floor: f64 = 1e-2,
+        /// Adam learning rate of the energy D.
+        pub lr_energy: f64 = 1e-4,
+        /// Adam learning rate of the generator and the encoder.
+        pub lr_generator: f64 = 1e-4,
+        /// Adam betas of both optimisers.
+        pub betas: [f64; 2] = [0.0, 0.9],
+        /// Global gradient-norm clip of each optimiser (0 = off).
+        pub grad_clip: f64 = 0.0,
+        /// Log every this many iterations (1: every iteration's losses are in the curves).
+        pub log_every: u64 = 1,
+        /// Write a checkpoint every this many iterations (and at the end).
+        pub checkpoint_every: u64 = 1000,
+    }
+}
+
+/// The values `run.method` may take.
+pub const METHODS: &[&str] = &["diffusion", "ddaebm"];
+
 /// A whole `dgym train` configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -266,6 +312,8 @@ pub struct TrainConfig {
     pub reward: RewardConfig,
     /// Final evaluation.
     pub eval: EvalConfig,
+    /// DDAEBM (run.method = "ddaebm").
+    pub ddaebm: DdaebmSection,
 }
 
 impl TrainConfig {
@@ -321,6 +369,11 @@ impl TrainConfig {
                 fields: RewardConfig::field_docs(),
             },
             SectionDocs {
+                name: "ddaebm",
+                doc: "DDAEBM (SPEC §5), trained when run.method = \"ddaebm\".",
+                fields: DdaebmSection::field_docs(),
+            },
+            SectionDocs {
                 name: "eval",
                 doc: "Evaluation written to summary.json (SPEC §7).",
                 fields: EvalConfig::field_docs(),
@@ -351,6 +404,19 @@ impl TrainConfig {
             }
             other => other,
         })?;
+        if !METHODS.contains(&self.run.method.as_str()) {
+            return Err(Error::config(
+                at("run.method"),
+                format!(
+                    "unknown method {:?}; expected one of {}",
+                    self.run.method,
+                    METHODS.join(", ")
+                ),
+            ));
+        }
+        if self.run.method == "ddaebm" {
+            self.validate_ddaebm(&at)?;
+        }
         let known_data = ["gmm", "csv", "digits"];
         let name = self.data.dataset.as_str();
         if !denoise_gym_envs::TOY_DATASETS.contains(&name) && !known_data.contains(&name) {
@@ -509,6 +575,65 @@ impl TrainConfig {
             value_grad_clip: x.value_grad_clip,
             value_target: x.value_target,
             policy_batch: x.policy_batch,
+        }
+    }
+
+    fn validate_ddaebm(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
+        let g = &self.ddaebm;
+        let nested = |e: Error| match e {
+            Error::Config { location, message } => {
+                Error::config(at(&format!("ddaebm.{location}")), message)
+            }
+            other => other,
+        };
+        self.ddaebm_spec(1).validate().map_err(nested)?;
+        self.ddaebm_config().validate().map_err(nested)?;
+        for (key, value) in [
+            ("iterations", g.iterations),
+            ("batch_size", g.batch_size as u64),
+            ("log_every", g.log_every),
+            ("checkpoint_every", g.checkpoint_every),
+        ] {
+            if value == 0 {
+                return Err(Error::config(
+                    at(&format!("ddaebm.{key}")),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.finetune.iterations > 0 || !self.finetune.init_from.is_empty() {
+            return Err(Error::config(
+                at("finetune"),
+                "run.method = \"ddaebm\" trains its own generator from scratch: leave finetune.iterations at 0 and finetune.init_from empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The DDAEBM architecture for data of dimension `dim`.
+    pub fn ddaebm_spec(&self, dim: usize) -> DdaebmSpec {
+        let g = &self.ddaebm;
+        DdaebmSpec {
+            dim,
+            n_z: g.n_z,
+            hidden: g.hidden,
+            depth: g.depth,
+            time_embed_dim: g.time_embed_dim,
+            activation: g.activation,
+        }
+    }
+
+    /// DDAEBM's training hyper-parameters.
+    pub fn ddaebm_config(&self) -> DdaebmConfig {
+        let g = &self.ddaebm;
+        DdaebmConfig {
+            r1: g.r1,
+            lambda_z: g.lambda_z,
+            recon_variance_floor: g.recon_variance_floor,
+            lr_energy: g.lr_energy,
+            lr_generator: g.lr_generator,
+            betas: g.betas,
+            grad_clip: g.grad_clip,
         }
     }
 

@@ -11,13 +11,17 @@ use denoise_gym_envs::TabularDataset;
 use crate::finetune::{build_energy_model, RewardChoice};
 use crate::run::RunDir;
 
-/// Loads the EBM of a GCD run, with its fitted temperature.
+/// Loads the EBM of a GCD run, or the `t = 0` energy `-D(x, 0)` of a DDAEBM run, with its
+/// fitted temperature.
 pub fn load_energy_model<D: Backend>(
     dev: &D,
     run_dir: &Path,
 ) -> Result<denoise_gym::ebm::EnergyModel<D>> {
     let run = RunDir::new(run_dir);
     let config = run.load_config()?;
+    if config.run.method == crate::ddaebm::PHASE {
+        return crate::ddaebm::load_energy_model(dev, run_dir);
+    }
     let checkpoint = run.load_last_checkpoint()?;
     let path = run.last_checkpoint();
     let kind = checkpoint.metadata.get("reward_kind").map(String::as_str);

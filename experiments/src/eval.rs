@@ -21,15 +21,15 @@ use denoise_gym::metrics::{
     auroc, grid_total_variation, mmd2, mode_stats, normalised_from_log_density,
     normalised_grid_density, sliced_wasserstein,
 };
-use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::rng::{normal_vec, seeded, ProjectRng};
+use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::Dataset;
 use rand::Rng;
 
 use crate::config::TrainConfig;
 use crate::plots;
-use crate::run::{build_dataset, load_sampler, RunDir};
+use crate::run::{build_dataset, load_any_sampler, RunDir};
 
 /// RNG stream of evaluations (seeded per run and per step, so evaluation never moves
 /// training's numbers and a resumed run evaluates identically).
@@ -96,7 +96,7 @@ pub fn sample_metrics(
 /// The full sample evaluation of `summary.json` and `eval.json`: the sampler's figures
 /// plus those of the prior and of a second data sample, for scale.
 pub fn evaluate_sampler<D: Backend>(
-    sampler: &GaussianPolicy<D>,
+    sampler: &dyn Sampler<D>,
     dataset: &dyn Dataset,
     n: usize,
     swd_directions: usize,
@@ -140,7 +140,7 @@ pub struct Snapshot {
 /// The quick evaluation logged every `eval_every` steps: metrics as `eval/...` scalars and
 /// a scatter of samples over data as a square RGB image.
 pub fn training_snapshot<D: Backend>(
-    sampler: &GaussianPolicy<D>,
+    sampler: &dyn Sampler<D>,
     dataset: &dyn Dataset,
     config: &TrainConfig,
     step: u64,
@@ -269,14 +269,14 @@ pub fn evaluate_run<D: Backend>(
     let config = run.load_config()?;
     let checkpoint = run.load_last_checkpoint()?;
     let dataset = build_dataset(&config.data)?;
-    let sampler = load_sampler(dev, run_dir)?;
+    let sampler = load_any_sampler(dev, run_dir)?;
     let n = n.unwrap_or(config.eval.n_samples);
     if n < 2 {
         bail!("--n must be at least 2");
     }
     let seed = seed.unwrap_or(config.run.seed);
     let (mut metrics, samples, data) = evaluate_sampler(
-        &sampler,
+        &*sampler,
         dataset.as_ref(),
         n,
         config.eval.swd_directions,
@@ -306,9 +306,11 @@ pub fn evaluate_run<D: Backend>(
         "denoising trajectory x_T ... x_0",
     )?;
     figures.push("trajectory.png");
-    let sigmas: Vec<f64> = sampler.sigmas().iter().map(|&s| s as f64).collect();
-    plots::sigma_per_step(&figure("sigma.png"), &sigmas, "sigma_t per step")?;
-    figures.push("sigma.png");
+    if let Some(sigmas) = sampler.sigmas() {
+        let sigmas: Vec<f64> = sigmas.iter().map(|&s| s as f64).collect();
+        plots::sigma_per_step(&figure("sigma.png"), &sigmas, "sigma_t per step")?;
+        figures.push("sigma.png");
+    }
     let curves = [
         "dsm/loss",
         "reward/return_mean",
@@ -317,6 +319,9 @@ pub fn evaluate_run<D: Backend>(
         "ebm/L_E",
         "policy/loss",
         "policy/entropy",
+        "ddaebm/loss_D",
+        "ddaebm/loss_G",
+        "ddaebm/D_gap",
         "eval/swd",
     ];
     if plots::training_curves(

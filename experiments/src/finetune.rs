@@ -369,55 +369,65 @@ impl<D: Backend> FinetuneState<D> {
         dataset: &Arc<dyn Dataset>,
         config: &TrainConfig,
     ) -> Result<Option<serde_json::Value>> {
-        let r = &config.reward;
         let mut reward = self.reward.borrow_mut();
         let RewardChoice::Ebm(ebm) = &mut *reward else {
             return Ok(None);
         };
-        if dataset.dim() != 2 || !r.fit_temperature {
-            return Ok(None);
-        }
-        let b = r.grid_half_width;
-        let grid = Grid2d::new([-b, -b], [b, b], r.grid_size)?;
-        let points = grid.points();
-        let grid_energy: Vec<f64> = ebm
-            .model
-            .energy_host(&points)
-            .iter()
-            .map(|&e| e as f64)
-            .collect();
-        let mut rng = seeded(config.run.seed, STREAM_HELD_OUT);
-        let held_out = dataset.sample(r.held_out, &mut rng);
-        let held_out_energy: Vec<f64> = ebm
-            .model
-            .energy_host(&held_out)
-            .iter()
-            .map(|&e| e as f64)
-            .collect();
-        let (temperature, nll) = fit_temperature(&grid_energy, grid.cell_area(), &held_out_energy)?;
-        ebm.model.temperature = temperature;
-        let nll_raw = held_out_nll(&grid_energy, grid.cell_area(), &held_out_energy, 1.0);
-        let mut out = json!({
-            "temperature": temperature,
-            "held_out_nll_calibrated": nll,
-            "held_out_nll_raw": nll_raw,
-            "grid_half_width": b,
-            "grid_size": r.grid_size,
-        });
-        if let Some(true_log_density) = dataset.log_density(&points) {
-            out["kl_calibrated"] = json!(grid_kl(
-                &true_log_density,
-                &grid_energy,
-                temperature,
-                grid.cell_area()
-            ));
-            out["kl_raw"] = json!(grid_kl(
-                &true_log_density,
-                &grid_energy,
-                1.0,
-                grid.cell_area()
-            ));
-        }
-        Ok(Some(out))
+        calibrate_energy(&mut ebm.model, dataset, config)
     }
+}
+
+/// Fits `T_E` of a 2-D energy by held-out likelihood on the config's grid (SPEC §3),
+/// stores it in the model, and reports the raw and calibrated density quality
+/// (KL(true ‖ EBM) where the data's density is known, held-out NLL). `None` for data that
+/// is not 2-D or when `reward.fit_temperature` is off.
+pub fn calibrate_energy<D: Backend>(
+    model: &mut EnergyModel<D>,
+    dataset: &Arc<dyn Dataset>,
+    config: &TrainConfig,
+) -> Result<Option<serde_json::Value>> {
+    let r = &config.reward;
+    if dataset.dim() != 2 || !r.fit_temperature {
+        return Ok(None);
+    }
+    let b = r.grid_half_width;
+    let grid = Grid2d::new([-b, -b], [b, b], r.grid_size)?;
+    let points = grid.points();
+    let grid_energy: Vec<f64> = model
+        .energy_host(&points)
+        .iter()
+        .map(|&e| e as f64)
+        .collect();
+    let mut rng = seeded(config.run.seed, STREAM_HELD_OUT);
+    let held_out = dataset.sample(r.held_out, &mut rng);
+    let held_out_energy: Vec<f64> = model
+        .energy_host(&held_out)
+        .iter()
+        .map(|&e| e as f64)
+        .collect();
+    let (temperature, nll) = fit_temperature(&grid_energy, grid.cell_area(), &held_out_energy)?;
+    model.temperature = temperature;
+    let nll_raw = held_out_nll(&grid_energy, grid.cell_area(), &held_out_energy, 1.0);
+    let mut out = json!({
+        "temperature": temperature,
+        "held_out_nll_calibrated": nll,
+        "held_out_nll_raw": nll_raw,
+        "grid_half_width": b,
+        "grid_size": r.grid_size,
+    });
+    if let Some(true_log_density) = dataset.log_density(&points) {
+        out["kl_calibrated"] = json!(grid_kl(
+            &true_log_density,
+            &grid_energy,
+            temperature,
+            grid.cell_area()
+        ));
+        out["kl_raw"] = json!(grid_kl(
+            &true_log_density,
+            &grid_energy,
+            1.0,
+            grid.cell_area()
+        ));
+    }
+    Ok(Some(out))
 }

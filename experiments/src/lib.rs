@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod ddaebm;
 pub mod energy;
 pub mod eval;
 pub mod finetune;

@@ -16,6 +16,7 @@ use denoise_gym::nn::Parameterized;
 use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig, WeightEma};
 use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::rng::{normal_matrix, rng_from_json, rng_to_json, seeded, ProjectRng};
+use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::{matrix, Backend};
 use denoise_gym_envs::{toy_dataset, Dataset, GaussianMixture, TabularDataset};
 use dfdx::prelude::*;
@@ -23,6 +24,7 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::config::{DataConfig, TrainConfig};
+use crate::ddaebm::DdaebmState;
 use crate::finetune::FinetuneState;
 
 /// RNG streams: one per consumer, so that evaluation never shifts training's numbers.
@@ -358,7 +360,7 @@ fn write_run_json(run: &RunDir, config: &TrainConfig, resumed_from: Option<u64>)
 }
 
 /// A training phase the run loop can drive: one iteration at a time, checkpointable.
-trait PhaseState<D: Backend> {
+pub(crate) trait PhaseState<D: Backend> {
     /// `pretrain` or `finetune` (the `phase` column of metrics.csv).
     fn phase(&self) -> &'static str;
     /// Iterations of this phase done.
@@ -377,7 +379,7 @@ trait PhaseState<D: Backend> {
     /// The whole state.
     fn checkpoint(&self) -> Result<Checkpoint>;
     /// The sampler as it would be evaluated now.
-    fn sampler(&self) -> GaussianPolicy<D>;
+    fn sampler(&self) -> Box<dyn Sampler<D> + '_>;
 }
 
 impl<D: Backend> PhaseState<D> for PretrainState<D> {
@@ -412,9 +414,9 @@ impl<D: Backend> PhaseState<D> for PretrainState<D> {
     fn checkpoint(&self) -> Result<Checkpoint> {
         self.to_checkpoint()
     }
-    fn sampler(&self) -> GaussianPolicy<D> {
+    fn sampler(&self) -> Box<dyn Sampler<D> + '_> {
         // Inherent methods of the same name: call them explicitly.
-        Self::sampler(self)
+        Box::new(Self::sampler(self))
     }
 }
 
@@ -442,13 +444,13 @@ impl<D: Backend> PhaseState<D> for FinetuneState<D> {
     fn checkpoint(&self) -> Result<Checkpoint> {
         self.to_checkpoint()
     }
-    fn sampler(&self) -> GaussianPolicy<D> {
+    fn sampler(&self) -> Box<dyn Sampler<D> + '_> {
         // Inherent methods of the same name: call them explicitly.
-        Self::sampler(self)
+        Box::new(Self::sampler(self))
     }
 }
 
-fn save_checkpoint(
+pub(crate) fn save_checkpoint(
     run: &RunDir,
     checkpoint: &Checkpoint,
     numbered_step: Option<u64>,
@@ -464,22 +466,23 @@ fn save_checkpoint(
 }
 
 /// How a phase loop ended.
-enum LoopEnd {
+pub(crate) enum LoopEnd {
     /// Every iteration of the phase is done.
     Finished { wall_time_s: f64, iterations: u64 },
     /// `--stop-after` was reached.
     Stopped,
 }
 
-struct Cadence {
-    total: u64,
-    log_every: u64,
-    checkpoint_every: u64,
+/// How long a phase runs and how often it logs and checkpoints.
+pub(crate) struct Cadence {
+    pub(crate) total: u64,
+    pub(crate) log_every: u64,
+    pub(crate) checkpoint_every: u64,
 }
 
 /// Drives one phase to its end (or to the `--stop-after` budget), logging and
 /// checkpointing on the global step.
-fn drive<D: Backend>(
+pub(crate) fn drive<D: Backend>(
     run: &RunDir,
     config: &TrainConfig,
     dataset: &Arc<dyn Dataset>,
@@ -529,7 +532,7 @@ fn drive<D: Backend>(
         let snapshot = eval_every > 0 && step.is_multiple_of(eval_every);
         if snapshot {
             let snapshot =
-                crate::eval::training_snapshot(&state.sampler(), dataset.as_ref(), config, step)?;
+                crate::eval::training_snapshot(&*state.sampler(), dataset.as_ref(), config, step)?;
             scalars.extend(snapshot.scalars);
             logger.log_image(step, "samples", &snapshot.image, snapshot.image_size)?;
         }
@@ -547,7 +550,9 @@ fn drive<D: Backend>(
         }
         let headline = scalars
             .iter()
-            .find(|(name, _)| name == "dsm/loss" || name == "reward/return_mean")
+            .find(|(name, _)| {
+                ["dsm/loss", "reward/return_mean", "ddaebm/D_gap"].contains(&name.as_str())
+            })
             .map_or_else(String::new, |(name, value)| format!("{name} {value:.4}"));
         progress.update(done, &headline);
     }
@@ -562,6 +567,7 @@ fn drive<D: Backend>(
 enum Start<D: Backend> {
     Pretrain(PretrainState<D>),
     Finetune(FinetuneState<D>),
+    Ddaebm(DdaebmState<D>),
 }
 
 /// Loads the sampler of `init_from`, checking it fits this config.
@@ -574,6 +580,13 @@ fn sampler_from_run<D: Backend>(
     let other_config = RunDir::new(other)
         .load_config()
         .with_context(|| "key finetune.init_from")?;
+    if other_config.run.method != "diffusion" {
+        bail!(
+            "key finetune.init_from: run {} is a {} run; fine-tuning starts from a diffusion run's Gaussian policy",
+            other.display(),
+            other_config.run.method
+        );
+    }
     // The architecture and schedule must match; σ_1 is this config's own (see below).
     let mine = toml::Value::try_from(&config.policy)?;
     let theirs = toml::Value::try_from(&other_config.policy)?;
@@ -646,7 +659,9 @@ pub fn train_new<D: Backend>(
     // Everything that can fail on bad input is checked before the directory is created,
     // so a failed start leaves nothing behind to block the corrected command.
     let dataset = build_dataset(&config.data)?;
-    let start = if config.finetune.init_from.is_empty() {
+    let start = if config.run.method == crate::ddaebm::PHASE {
+        Start::Ddaebm(DdaebmState::new(dev, &config, dataset.dim())?)
+    } else if config.finetune.init_from.is_empty() {
         Start::Pretrain(PretrainState::new(dev, &config, dataset.dim())?)
     } else {
         if config.finetune.iterations == 0 {
@@ -699,6 +714,11 @@ pub fn train_resume<D: Backend>(
             state.restore(&checkpoint, &path)?;
             Start::Finetune(state)
         }
+        crate::ddaebm::PHASE => {
+            let mut state = DdaebmState::new(dev, &config, dataset.dim())?;
+            state.restore(&checkpoint, &path)?;
+            Start::Ddaebm(state)
+        }
         other => bail!("checkpoint {}: unknown phase {other:?}", path.display()),
     };
     let step: u64 = checkpoint.meta_parse(&path, "iteration")?;
@@ -726,6 +746,9 @@ fn run_phases<D: Backend>(
     };
     let mut summary = json!({});
     let mut finetune = match start {
+        Start::Ddaebm(state) => {
+            return crate::ddaebm::run_ddaebm(run, &config, &dataset, state, logger, &mut budget)
+        }
         Start::Finetune(state) => state,
         Start::Pretrain(mut state) => {
             let cadence = Cadence {
@@ -820,7 +843,11 @@ fn run_phases<D: Backend>(
     finish(run, logger, summary)
 }
 
-fn log_eval(logger: &mut MultiLogger, step: u64, eval: &serde_json::Value) -> Result<()> {
+pub(crate) fn log_eval(
+    logger: &mut MultiLogger,
+    step: u64,
+    eval: &serde_json::Value,
+) -> Result<()> {
     let scalars: Vec<(String, f64)> = ["swd", "mmd2", "mmd2_median"]
         .iter()
         .filter_map(|k| eval[*k].as_f64().map(|v| (format!("eval/{k}"), v)))
@@ -830,7 +857,7 @@ fn log_eval(logger: &mut MultiLogger, step: u64, eval: &serde_json::Value) -> Re
 }
 
 /// Flushes every log and writes `summary.json` last.
-fn finish(
+pub(crate) fn finish(
     run: RunDir,
     mut logger: MultiLogger,
     summary: serde_json::Value,
@@ -848,7 +875,7 @@ fn finish(
 
 /// The sample evaluation written to `summary.json` (see [`crate::eval`] for the keys).
 pub fn evaluate<D: Backend>(
-    sampler: &GaussianPolicy<D>,
+    sampler: &dyn Sampler<D>,
     dataset: &dyn Dataset,
     config: &TrainConfig,
 ) -> Result<serde_json::Value> {
@@ -890,6 +917,17 @@ pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolic
     Ok(policy)
 }
 
+/// Loads the final sampler of any run: the Gaussian policy of a diffusion run, the
+/// latent generator of a DDAEBM run.
+pub fn load_any_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<Box<dyn Sampler<D>>> {
+    let config = RunDir::new(run_dir).load_config()?;
+    if config.run.method == crate::ddaebm::PHASE {
+        Ok(Box::new(crate::ddaebm::load_generator(dev, run_dir)?))
+    } else {
+        Ok(Box::new(load_sampler(dev, run_dir)?))
+    }
+}
+
 /// Writes `n` samples of a run's sampler to a CSV file with header `x0,x1,…`.
 pub fn write_samples<D: Backend>(
     dev: &D,
@@ -901,7 +939,7 @@ pub fn write_samples<D: Backend>(
     if n == 0 {
         return Err(anyhow!("--n must be at least 1"));
     }
-    let policy = load_sampler(dev, run_dir)?;
+    let policy = load_any_sampler(dev, run_dir)?;
     let mut rng = seeded(seed, STREAM_EVAL);
     let samples = policy.sample(n, &mut rng).as_vec();
     let dim = policy.dim();

@@ -1454,3 +1454,163 @@ fn eval_writes_metrics_and_figures_and_compare_tabulates_runs() {
     let swd_gcd: f64 = rows[0][1].parse().unwrap();
     assert!((swd_gcd - eval["swd"].as_f64().unwrap()).abs() < 1e-4);
 }
+
+// ---------------------------------------------------------------------------------------
+// DDAEBM runs (run.method = "ddaebm")
+// ---------------------------------------------------------------------------------------
+
+/// A tiny DDAEBM run of the shipped 25-Gaussians config.
+fn ddaebm_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ddaebm-25gaussians.toml");
+    let mut args = vec![
+        "train".to_string(),
+        config.display().to_string(),
+        "--out".to_string(),
+        out.display().to_string(),
+    ];
+    let tiny = [
+        "ddaebm.iterations=30",
+        "ddaebm.batch_size=32",
+        "ddaebm.hidden=16",
+        "ddaebm.depth=1",
+        "ddaebm.log_every=5",
+        "ddaebm.checkpoint_every=10",
+        "eval.n_samples=200",
+        "eval.swd_directions=50",
+        "eval.eval_every=20",
+        "eval.snapshot_samples=100",
+        "reward.grid_size=32",
+        "reward.held_out=300",
+        "run.quiet=true",
+    ];
+    for set in tiny.iter().chain(extra) {
+        args.push("--set".to_string());
+        args.push(set.to_string());
+    }
+    args
+}
+
+#[test]
+fn a_ddaebm_run_resumes_exactly_and_samples_energies_and_evaluates() {
+    let tmp = TempDir::new().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let o = dgym(tmp.path(), &ddaebm_args(&a, &[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Killed after 17 iterations: the last checkpoint is step 10, so 11-17 run twice.
+    let mut args = ddaebm_args(&b, &[]);
+    args.extend(["--stop-after".to_string(), "17".to_string()]);
+    let stopped = dgym(tmp.path(), &args);
+    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
+    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_same_metrics(&a, &b);
+    let (header, rows) = read_csv(&a.join("metrics.csv"));
+    for column in [
+        "ddaebm/loss_D",
+        "ddaebm/loss_G",
+        "ddaebm/r1",
+        "ddaebm/D_real",
+        "ddaebm/D_fake",
+        "ddaebm/reverse_kl",
+        "ddaebm/latent_nll",
+        "ddaebm/recon_nll",
+        "ddaebm/kl_z",
+        "eval/swd",
+    ] {
+        assert!(
+            header.iter().any(|h| h == column),
+            "no {column} in {header:?}"
+        );
+    }
+    assert!(rows.iter().any(|r| r[1] == "ddaebm"));
+    let summary = read_json(&b.join("summary.json"));
+    assert_eq!(summary["phase"], "ddaebm");
+    assert_eq!(summary["ddaebm"]["iterations"].as_u64(), Some(30));
+    let temperature = summary["ebm"]["temperature"].as_f64().unwrap();
+    assert!(temperature > 0.0, "{summary}");
+    assert!(summary["eval"]["mmd2"].as_f64().is_some_and(f64::is_finite));
+
+    // Sampling is deterministic given the seed, and differs across seeds.
+    let sample = |seed: &str, name: &str| {
+        let path = tmp.path().join(name);
+        let o = dgym(
+            tmp.path(),
+            &[
+                "sample",
+                b.to_str().unwrap(),
+                "--n",
+                "50",
+                "--seed",
+                seed,
+                "--out",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_samples(&path)
+    };
+    let (header, first) = sample("3", "s1.csv");
+    assert_eq!(header, ["x0", "x1"]);
+    assert_eq!(first.len(), 50);
+    assert_eq!(first, sample("3", "s2.csv").1);
+    assert_ne!(first, sample("4", "s3.csv").1);
+
+    // `dgym energy`: -D(x, 0) calibrated by T_E, with the raw value beside it.
+    let points = tmp.path().join("points.csv");
+    write(&points, "x,y\n0,0\n0.7,-0.7\n");
+    let energies = tmp.path().join("energies.csv");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "energy",
+            b.to_str().unwrap(),
+            "--points",
+            points.to_str().unwrap(),
+            "--out",
+            energies.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = read_csv(&energies);
+    assert_eq!(header, ["x", "y", "energy", "energy_raw"]);
+    for row in rows {
+        let (calibrated, raw): (f64, f64) = (row[2].parse().unwrap(), row[3].parse().unwrap());
+        assert!((calibrated - raw / temperature).abs() < 1e-4 * (1.0 + calibrated.abs()));
+    }
+
+    // `dgym eval` measures the samples and the t = 0 energy's grid density.
+    let o = dgym(tmp.path(), &["eval", b.to_str().unwrap(), "--n", "200"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval = read_json(&b.join("eval.json"));
+    for key in ["swd", "mmd2", "energy_kl", "energy_kl_raw", "energy_auroc"] {
+        assert!(
+            eval[key].as_f64().is_some_and(f64::is_finite),
+            "{key}: {eval}"
+        );
+    }
+    assert!(b.join("density.png").exists() && b.join("samples.png").exists());
+}
+
+#[test]
+fn ddaebm_options_are_checked_with_file_and_key() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("x");
+    assert_fails_with(
+        &dgym(tmp.path(), &ddaebm_args(&out, &["run.method=gan"])),
+        &["run.method", "diffusion, ddaebm"],
+    );
+    assert_fails_with(
+        &dgym(tmp.path(), &ddaebm_args(&out, &["ddaebm.n_z=0"])),
+        &["ddaebm-25gaussians.toml", "ddaebm.n_z", "at least 1"],
+    );
+    assert_fails_with(
+        &dgym(tmp.path(), &ddaebm_args(&out, &["ddaebm.r1=-1"])),
+        &["ddaebm.r1"],
+    );
+    assert_fails_with(
+        &dgym(tmp.path(), &ddaebm_args(&out, &["finetune.iterations=5"])),
+        &["finetune", "from scratch"],
+    );
+    assert!(!out.exists());
+}
