@@ -197,9 +197,18 @@ fn suggestion<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Stri
     }
 }
 
-/// Every leaf key of a [`TrainConfig`], dotted (`policy.n_steps`).
+/// Every leaf key of a [`TrainConfig`], dotted (`policy.n_steps`), optional keys (absent
+/// from a serialised default) included.
 pub fn config_keys() -> Vec<String> {
-    let mut keys = Vec::new();
+    let mut keys: Vec<String> = TrainConfig::section_docs()
+        .iter()
+        .flat_map(|section| {
+            section
+                .fields
+                .iter()
+                .map(move |(field, _)| format!("{}.{field}", section.name))
+        })
+        .collect();
     if let Ok(toml::Value::Table(sections)) = toml::Value::try_from(TrainConfig::default()) {
         for (section, fields) in sections {
             if let toml::Value::Table(fields) = fields {
@@ -207,6 +216,8 @@ pub fn config_keys() -> Vec<String> {
             }
         }
     }
+    keys.sort();
+    keys.dedup();
     keys
 }
 
