@@ -658,3 +658,20 @@ fn aggregate_counts_failed_and_missing_runs_and_computes_the_statistics() {
         &["no axis \"bb\"", "did you mean \"b\""],
     );
 }
+
+#[test]
+fn sweep_keys_include_every_documented_key_and_unset_optional_ones() {
+    let keys = denoise_gym_experiments::sweep::config_keys();
+    for key in [
+        "policy.n_steps",
+        "agent.tau_entropy",
+        "agent.ppo_minibatch_size",
+        "agent.ft_steps",
+        "dxdp.value_target",
+        "ddaebm.r1",
+        "data.mixture_weights",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing");
+    }
+    assert!(!keys.iter().any(|k| k == "agent.no_such_key"));
+}
