@@ -163,6 +163,7 @@ pub fn with_time_embedding<D: Backend, T: Tape<f32, D>>(
     embed_dim: usize,
 ) -> Matrix<D, T> {
     let rows = x.shape().0;
+    assert_eq!(ts.len(), rows, "one time step per row");
     let embedding = crate::tensor::matrix(
         x.device(),
         time_embedding(ts, n_steps, embed_dim),

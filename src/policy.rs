@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::nn::{time_embedding, Activation, Mlp, Parameterized};
+use crate::nn::{with_time_embedding, Activation, Mlp, Parameterized};
 use crate::rng::normal_matrix;
 use crate::schedule::Schedule;
 use crate::tensor::{matrix, row_sums, scale_rows, Backend, Matrix, Vector};
@@ -347,14 +347,7 @@ impl<D: Backend> GaussianPolicy<D> {
     ) -> Matrix<D, T> {
         let batch = x_t.shape().0;
         self.check_steps(ts, batch);
-        let embed_dim = self.spec.time_embed_dim;
-        let embedding = matrix(
-            self.device(),
-            time_embedding(ts, self.n_steps(), embed_dim),
-            batch,
-            embed_dim,
-        );
-        let input = (x_t, embedding).concat_along(Axis::<1>);
+        let input = with_time_embedding(x_t, ts, self.n_steps(), self.spec.time_embed_dim);
         let Some(frozen) = &self.frozen else {
             return self.eps_net.forward(input);
         };

@@ -24,7 +24,9 @@ use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::EnergyModel;
 use denoise_gym::env::DenoisingState;
 use denoise_gym::error::{ensure_finite, Error, Result};
-use denoise_gym::nn::{time_embedding, Activation, Linear, Mlp, Parameterized};
+use denoise_gym::nn::{
+    time_embedding, with_time_embedding, Activation, Linear, Mlp, Parameterized,
+};
 use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig};
 use denoise_gym::policy::HALF_LOG_TWO_PI;
 use denoise_gym::rng::{normal_matrix, ProjectRng};
@@ -140,25 +142,6 @@ impl DdaebmConfig {
     }
 }
 
-/// `[x, emb(t)]` for a batch with one step per row (`emb` of SPEC §2).
-fn with_time<D: Backend, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
-    x: Matrix<D, T>,
-    ts: &[usize],
-    n_steps: usize,
-    embed_dim: usize,
-) -> Matrix<D, T> {
-    let rows = x.shape().0;
-    assert_eq!(ts.len(), rows, "one time step per row");
-    let dev = x.device().clone();
-    let embedding = matrix(
-        &dev,
-        time_embedding(ts, n_steps, embed_dim),
-        rows,
-        embed_dim,
-    );
-    (x, embedding).concat_along(Axis::<1>)
-}
-
 /// One value per row.
 fn per_row(ts: &[usize], f: impl Fn(usize) -> f64) -> Vec<f32> {
     ts.iter().map(|&t| f(t) as f32).collect()
@@ -233,7 +216,7 @@ impl<D: Backend> StepEnergy<D> {
         steps: &[usize],
     ) -> Vector<D, T> {
         let rows = x.shape().0;
-        let input = with_time(x, steps, self.n_steps, self.time_embed_dim);
+        let input = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
         self.net.forward(input).reshape_like(&(rows,))
     }
 
@@ -254,7 +237,7 @@ impl<D: Backend> StepEnergy<D> {
         let rows = x.shape().0;
         let layers = &self.net.layers;
         let last = layers.len() - 1;
-        let mut h = with_time(x, steps, self.n_steps, self.time_embed_dim);
+        let mut h = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
         let mut pre_activations = Vec::with_capacity(last);
         for (k, layer) in layers.iter().enumerate() {
             h = layer.forward(h);
@@ -389,7 +372,7 @@ impl<D: Backend> LatentGenerator<D> {
         ts: &[usize],
     ) -> Matrix<D, T> {
         let input = (z, x_t.clone()).concat_along(Axis::<1>);
-        let input = with_time(input, ts, self.schedule.n_steps(), self.time_embed_dim);
+        let input = with_time_embedding(input, ts, self.schedule.n_steps(), self.time_embed_dim);
         self.net.forward(input)
     }
 
@@ -501,7 +484,7 @@ impl<D: Backend> LatentEncoder<D> {
         ts: &[usize],
     ) -> (Matrix<D, T>, Matrix<D, T>) {
         let input = (x_prev, x_t.clone()).concat_along(Axis::<1>);
-        let input = with_time(input, ts, self.n_steps, self.time_embed_dim);
+        let input = with_time_embedding(input, ts, self.n_steps, self.time_embed_dim);
         let out = self.net.forward(input);
         let n_z = self.n_z;
         let mean = out.with_empty_tape().slice((.., 0..n_z));
