@@ -308,6 +308,9 @@ pub fn evaluate_run<D: Backend>(
     figures.push("trajectory.png");
     if let Some(sigmas) = sampler.sigmas() {
         let sigmas: Vec<f64> = sigmas.iter().map(|&s| s as f64).collect();
+        for (t, sigma) in sigmas.iter().enumerate() {
+            metrics.insert(format!("sigma_{}", t + 1), *sigma);
+        }
         plots::sigma_per_step(&figure("sigma.png"), &sigmas, "sigma_t per step")?;
         figures.push("sigma.png");
     }

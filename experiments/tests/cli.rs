@@ -1399,6 +1399,24 @@ fn eval_writes_metrics_and_figures_and_compare_tabulates_runs() {
     }
     assert_eq!(eval["n_samples"].as_f64(), Some(300.0));
     assert_eq!(eval["modes_covered"].as_f64().map(|m| m <= 8.0), Some(true));
+    // Every mode's weight (they sum to one) and every σ_t of the final sampler.
+    let weights: f64 = (1..=8)
+        .map(|k| {
+            eval[format!("mode_weight_{k}")]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        })
+        .sum();
+    assert!(
+        (weights - 1.0).abs() < 1e-9,
+        "mode weights sum to {weights}: {eval}"
+    );
+    for t in 1..=4 {
+        assert!(
+            eval[format!("sigma_{t}")].as_f64().is_some_and(|s| s > 0.0),
+            "eval.sigma_{t}: {eval}"
+        );
+    }
     for figure in [
         "samples.png",
         "trajectory.png",
