@@ -2,9 +2,10 @@
 # The GCD-versus-IPM study of issue 6 (README, "GCD against IPM"): 8 Gaussians, T = 4,
 # 2,000 fine-tuning iterations from the DSM sampler of the same seed, REINFORCE with the
 # value baseline. GCD = the defaults (tau_H = 0.1, tau_v = 0.01, adaptive s_t^2);
-# IPM = tau_H = tau_v = 0, 3 seeds each, on 8 Gaussians and on 8 Gaussians with unequal mode
-# weights (where the entropy term should decide). Seed 0 only: tau_H = tau_v, the fixed
-# velocity scale, 3x longer training, thin modes (std 0.1, sigma_1 = 0.05).
+# IPM = tau_H = tau_v = 0, and tau_H = tau_v = 0.1 (the value the entropy bound needs), 3 seeds
+# each, on 8 Gaussians and on 8 Gaussians with unequal mode weights (where the entropy term
+# should decide). Seed 0 only: the fixed velocity scale, 3x longer training, thin modes
+# (std 0.1, sigma_1 = 0.05).
 #
 #   scripts/gcd_vs_ipm.sh [OUT_DIR] [JOBS]      (default runs/gcd-vs-ipm, 2 jobs)
 #
@@ -22,6 +23,7 @@ GCD=experiments/configs/gcd-8gaussians.toml
 IPM="--set agent.tau_entropy=0 --set agent.tau_velocity=0"
 UNEQUAL="--set data.mixture_weights=[8,4,2,1,1,1,1,2]"
 THIN="--set data.mixture_std=0.1 --set policy.last_sigma=0.05"
+TAU_EQUAL="--set agent.tau_velocity=0.1"
 
 # One line per run: NAME CONFIG ARGS... (pretraining runs first; fine-tuning starts from them).
 pretrain_jobs() {
@@ -39,9 +41,10 @@ finetune_jobs() {
     ufrom="--set run.seed=$s --set finetune.init_from=$OUT/pretrain-unequal-s$s $UNEQUAL"
     echo "gcd-unequal-s$s $GCD $ufrom"
     echo "ipm-unequal-s$s $GCD $ufrom $IPM"
+    echo "gcd-tau-equal-s$s $GCD $from $TAU_EQUAL"
+    echo "gcd-tau-equal-unequal-s$s $GCD $ufrom $TAU_EQUAL"
   done
   from="--set run.seed=0 --set finetune.init_from=$OUT/pretrain-s0"
-  echo "gcd-tau-equal-s0 $GCD $from --set agent.tau_velocity=0.1"
   echo "gcd-fixed-scale-s0 $GCD $from --set agent.velocity_scale=fixed"
   from="$from --set finetune.iterations=6000"
   echo "gcd-long-s0 $GCD $from"
