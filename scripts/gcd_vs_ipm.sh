@@ -10,7 +10,8 @@
 #   scripts/gcd_vs_ipm.sh [OUT_DIR] [JOBS]      (default runs/gcd-vs-ipm, 2 jobs)
 #
 # A finished run (summary.json present) is skipped, so the script can be stopped and
-# started again. The table is OUT_DIR/compare.md (dgym compare).
+# started again. Tables: OUT_DIR/compare.md (every run, dgym compare) and OUT_DIR/groups.md
+# (mean ± std over seeds, scripts/group_means.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gcd-vs-ipm}
@@ -68,5 +69,7 @@ export -f run_one
 export B OUT
 pretrain_jobs | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
 finetune_jobs | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
-"$B" compare "$OUT"/gcd-* "$OUT"/ipm-* --out "$OUT"
-echo "table: $OUT/compare.md"
+"$B" compare "$OUT"/gcd-*/ "$OUT"/ipm-*/ --out "$OUT" > /dev/null
+scripts/group_means.py "$OUT/compare.csv" swd mmd2 mode_weight_tv off_mode_fraction energy_kl \
+  sigma_2 sigma_3 sigma_4 > "$OUT/groups.md"
+echo "per run: $OUT/compare.md; mean ± std over seeds: $OUT/groups.md"
