@@ -20,7 +20,8 @@ cargo build --release -q -p denoise-gym-experiments
 B=$PWD/target/release/dgym
 mkdir -p "$OUT"
 
-GCD=experiments/configs/gcd-8gaussians.toml
+# GCD = DxMI's coefficients (tau_v = 0.01); gcd-8gaussians.toml itself now uses tau_v = tau_H.
+GCD="experiments/configs/gcd-8gaussians.toml --set agent.tau_velocity=0.01"
 IPM="--set agent.tau_entropy=0 --set agent.tau_velocity=0"
 UNEQUAL="--set data.mixture_weights=[8,4,2,1,1,1,1,2]"
 THIN="--set data.mixture_std=0.1 --set policy.last_sigma=0.05"
