@@ -961,22 +961,43 @@ fn finetune_args(out: &Path, extra: &[&str]) -> Vec<String> {
     train_args(out, &all)
 }
 
+/// Trains `full_args` (writing to `a`) uninterrupted, and `stopped_args` (writing to `b`)
+/// stopped after `stop_after` global steps without a final checkpoint (as a kill) and then
+/// resumed; asserts that both logged the same metrics.
+fn assert_kill_and_resume_match(
+    cwd: &Path,
+    a: &Path,
+    b: &Path,
+    full_args: &[String],
+    stopped_args: &[String],
+    stop_after: u64,
+) {
+    let o = dgym(cwd, full_args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut args = stopped_args.to_vec();
+    args.extend(["--stop-after".to_string(), stop_after.to_string()]);
+    let stopped = dgym(cwd, &args);
+    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
+    let resumed = dgym(cwd, &["train", "--resume", b.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_same_metrics(a, b);
+}
+
 #[test]
 fn a_gcd_run_resumed_mid_finetuning_matches_an_uninterrupted_one() {
     let tmp = TempDir::new().unwrap();
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    let o = dgym(tmp.path(), &finetune_args(&a, &[]));
-    assert!(o.status.success(), "{}", stderr(&o));
     // 60 pretraining + 15 fine-tuning iterations, then a simulated kill; the last
     // checkpoint is fine-tuning's step-70 one, so steps 71-75 are logged twice over.
-    let mut args = finetune_args(&b, &[]);
-    args.extend(["--stop-after".to_string(), "75".to_string()]);
-    let stopped = dgym(tmp.path(), &args);
-    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
-    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_same_metrics(&a, &b);
+    assert_kill_and_resume_match(
+        tmp.path(),
+        &a,
+        &b,
+        &finetune_args(&a, &[]),
+        &finetune_args(&b, &[]),
+        75,
+    );
     let (header, rows) = read_csv(&a.join("metrics.csv"));
     for column in [
         "ebm/energy_pos",
@@ -1090,15 +1111,14 @@ fn a_ppo_run_with_frozen_steps_resumes_to_the_same_numbers() {
     let tmp = TempDir::new().unwrap();
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    let o = dgym(tmp.path(), &finetune_args(&a, TINY_PPO));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let mut args = finetune_args(&b, TINY_PPO);
-    args.extend(["--stop-after".to_string(), "75".to_string()]);
-    let stopped = dgym(tmp.path(), &args);
-    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
-    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_same_metrics(&a, &b);
+    assert_kill_and_resume_match(
+        tmp.path(),
+        &a,
+        &b,
+        &finetune_args(&a, TINY_PPO),
+        &finetune_args(&b, TINY_PPO),
+        75,
+    );
 
     let (header, rows) = read_csv(&a.join("metrics.csv"));
     let column = |name: &str| {
@@ -1204,15 +1224,14 @@ fn a_dxdp_run_resumes_to_the_same_numbers_and_logs_its_values() {
     ];
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    let o = dgym(tmp.path(), &finetune_args(&a, &dxdp));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let mut args = finetune_args(&b, &dxdp);
-    args.extend(["--stop-after".to_string(), "75".to_string()]);
-    let stopped = dgym(tmp.path(), &args);
-    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
-    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_same_metrics(&a, &b);
+    assert_kill_and_resume_match(
+        tmp.path(),
+        &a,
+        &b,
+        &finetune_args(&a, &dxdp),
+        &finetune_args(&b, &dxdp),
+        75,
+    );
     let (header, _) = read_csv(&a.join("metrics.csv"));
     for column in [
         "value/loss_1",
@@ -1513,16 +1532,15 @@ fn a_ddaebm_run_resumes_exactly_and_samples_energies_and_evaluates() {
     let tmp = TempDir::new().unwrap();
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    let o = dgym(tmp.path(), &ddaebm_args(&a, &[]));
-    assert!(o.status.success(), "{}", stderr(&o));
     // Killed after 17 iterations: the last checkpoint is step 10, so 11-17 run twice.
-    let mut args = ddaebm_args(&b, &[]);
-    args.extend(["--stop-after".to_string(), "17".to_string()]);
-    let stopped = dgym(tmp.path(), &args);
-    assert!(stdout(&stopped).contains("stopped"), "{}", stderr(&stopped));
-    let resumed = dgym(tmp.path(), &["train", "--resume", b.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_same_metrics(&a, &b);
+    assert_kill_and_resume_match(
+        tmp.path(),
+        &a,
+        &b,
+        &ddaebm_args(&a, &[]),
+        &ddaebm_args(&b, &[]),
+        17,
+    );
     let (header, rows) = read_csv(&a.join("metrics.csv"));
     for column in [
         "ddaebm/loss_D",
