@@ -5,9 +5,12 @@
 //! Every run is tiny (60 DSM steps of a 16-wide, 1-layer network) so the whole file takes
 //! a few seconds.
 
+mod common;
+
+use common::{dgym, stderr, stdout};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::log::read_tensorboard_scalars;
@@ -34,23 +37,6 @@ const TINY: &[&str] = &[
     "pretrain.checkpoint_every=20",
     "run.quiet=true",
 ];
-
-/// Runs `dgym args...` in `cwd`.
-fn dgym<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dgym"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("cannot start dgym")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// `train CONFIG --out OUT --set <TINY> --set <extra>...`.
 fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {

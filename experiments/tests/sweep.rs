@@ -5,6 +5,9 @@
 //! Every run is tiny (a 16-wide, 1-layer network, a few dozen DSM steps) so that the
 //! file takes seconds.
 
+mod common;
+
+use common::{dgym, stderr, stdout};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -43,14 +46,6 @@ const TINY_FINETUNE: &str = r#"
 "agent.value_depth" = 1
 "#;
 
-fn dgym<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dgym"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("cannot start dgym")
-}
-
 /// `dgym sweep FILE --out OUT EXTRA...` in `cwd`.
 fn sweep(cwd: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -61,14 +56,6 @@ fn sweep(cwd: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend(extra);
     dgym(cwd, &args)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn assert_ok(o: &Output) {
