@@ -20,6 +20,7 @@ pub mod ebm;
 pub mod env;
 pub mod error;
 pub mod irl;
+pub mod kernels;
 pub mod log;
 pub mod metrics;
 pub mod nn;

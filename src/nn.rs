@@ -120,8 +120,15 @@ impl<D: Backend> Mlp<D> {
         self.layers.first().map_or(0, Linear::inputs)
     }
 
-    /// The forward pass on a `B × inputs` batch.
+    /// The forward pass on a `B × inputs` batch (fused into one op on the CPU; see
+    /// [`Backend::mlp_forward`]).
     pub fn forward<T: Tape<f32, D> + Merge<T>>(&self, x: Matrix<D, T>) -> Matrix<D, T> {
+        D::mlp_forward(self, x)
+    }
+
+    /// The forward pass composed of dfdx ops, layer by layer: what devices without a
+    /// fused kernel run, and the reference the fused kernel is tested against.
+    pub fn forward_composed<T: Tape<f32, D> + Merge<T>>(&self, x: Matrix<D, T>) -> Matrix<D, T> {
         let last = self.layers.len() - 1;
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -180,17 +187,22 @@ pub fn with_time_embedding<D: Backend, T: Tape<f32, D>>(
 /// Returns a row-major `ts.len() × dim` host buffer.
 pub fn time_embedding(ts: &[usize], n_steps: usize, dim: usize) -> Vec<f32> {
     let half = dim / 2;
+    let frequencies: Vec<f64> = (0..half)
+        .map(|k| (-(10000f64.ln()) * k as f64 / half as f64).exp())
+        .collect();
+    // A batch holds few distinct steps (one in a rollout, T in a stacked one): each row
+    // is computed once and copied for its repeats.
+    let mut first_row: std::collections::HashMap<usize, usize> = Default::default();
     let mut out = Vec::with_capacity(ts.len() * dim);
-    for &t in ts {
+    for (row, &t) in ts.iter().enumerate() {
+        if let Some(&earlier) = first_row.get(&t) {
+            out.extend_from_within(earlier * dim..(earlier + 1) * dim);
+            continue;
+        }
+        first_row.insert(t, row);
         let tau = t as f64 * 1000.0 / n_steps as f64;
-        for k in 0..half {
-            let freq = (-(10000f64.ln()) * k as f64 / half as f64).exp();
-            out.push((tau * freq).sin() as f32);
-        }
-        for k in 0..half {
-            let freq = (-(10000f64.ln()) * k as f64 / half as f64).exp();
-            out.push((tau * freq).cos() as f32);
-        }
+        out.extend(frequencies.iter().map(|f| (tau * f).sin() as f32));
+        out.extend(frequencies.iter().map(|f| (tau * f).cos() as f32));
         if dim % 2 == 1 {
             out.push(0.0);
         }

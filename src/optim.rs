@@ -101,10 +101,14 @@ impl<D: Backend> Adam<D> {
             if lr_t == 0.0 {
                 continue;
             }
-            self.moment1[i].axpy(beta1, grad, 1.0 - beta1);
-            self.moment2[i].axpy(beta2, &grad.clone().square(), 1.0 - beta2);
-            let direction = self.moment1[i].clone() / (self.moment2[i].clone().sqrt() + eps_t);
-            param.axpy(1.0, &direction, -lr_t);
+            D::adam_step(
+                param,
+                grad,
+                (&mut self.moment1[i], &mut self.moment2[i]),
+                [beta1, beta2],
+                lr_t as f32,
+                eps_t,
+            );
         }
         Ok(())
     }
@@ -173,11 +177,7 @@ pub fn gradients_of<D: Backend>(
 
 /// The global L2 norm of a list of gradients.
 pub fn global_norm<D: Backend>(grads: &[Matrix<D>]) -> f64 {
-    grads
-        .iter()
-        .map(|g| g.clone().square().sum::<(), _>().as_vec()[0] as f64)
-        .sum::<f64>()
-        .sqrt()
+    grads.iter().map(|g| D::squared_norm(g)).sum::<f64>().sqrt()
 }
 
 /// Global gradient-norm clipping (dfdx 0.13 has none): scales all gradients by

@@ -5,9 +5,86 @@
 
 use dfdx::prelude::*;
 
+use crate::nn::Mlp;
+
 /// The dfdx devices this project runs on (`Cpu`, and `Cuda` with the `cuda` feature).
-pub trait Backend: Device<f32> + Default {}
-impl<D: Device<f32> + Default> Backend for D {}
+///
+/// The methods are the hot operations a device may do better than dfdx's composed
+/// kernels; the defaults are the composed dfdx code (what `Cuda` uses), and `Cpu`
+/// overrides them with the fused kernels of [`crate::kernels`].
+pub trait Backend: Device<f32> + Default {
+    /// The forward pass of an MLP (see [`Mlp::forward`]).
+    fn mlp_forward<T: Tape<f32, Self> + Merge<T>>(
+        mlp: &Mlp<Self>,
+        x: Matrix<Self, T>,
+    ) -> Matrix<Self, T> {
+        mlp.forward_composed(x)
+    }
+
+    /// One Adam step of one parameter in place (see [`crate::optim::Adam::update`]):
+    /// `m ← β1 m + (1-β1) g`, `v ← β2 v + (1-β2) g²`, `θ ← θ - lr_t m / (√v + eps_t)`.
+    fn adam_step(
+        param: &mut Matrix<Self>,
+        grad: &Matrix<Self>,
+        moments: (&mut Matrix<Self>, &mut Matrix<Self>),
+        betas: [f64; 2],
+        lr_t: f32,
+        eps_t: f32,
+    ) {
+        let (moment1, moment2) = moments;
+        let [beta1, beta2] = betas;
+        moment1.axpy(beta1, grad, 1.0 - beta1);
+        moment2.axpy(beta2, &grad.clone().square(), 1.0 - beta2);
+        let direction = moment1.clone() / (moment2.clone().sqrt() + eps_t);
+        param.axpy(1.0, &direction, -lr_t);
+    }
+
+    /// `Σ x²` over the elements of a matrix.
+    fn squared_norm(x: &Matrix<Self>) -> f64 {
+        x.clone().square().sum::<(), _>().as_vec()[0] as f64
+    }
+}
+
+impl Backend for Cpu {
+    fn mlp_forward<T: Tape<f32, Self> + Merge<T>>(
+        mlp: &Mlp<Self>,
+        x: Matrix<Self, T>,
+    ) -> Matrix<Self, T> {
+        crate::kernels::mlp_forward(mlp, x)
+    }
+
+    fn adam_step(
+        param: &mut Matrix<Self>,
+        grad: &Matrix<Self>,
+        moments: (&mut Matrix<Self>, &mut Matrix<Self>),
+        betas: [f64; 2],
+        lr_t: f32,
+        eps_t: f32,
+    ) {
+        let (moment1, moment2) = moments;
+        if !crate::kernels::adam_step(
+            param,
+            grad,
+            (&mut *moment1, &mut *moment2),
+            betas,
+            lr_t,
+            eps_t,
+        ) {
+            let [beta1, beta2] = betas;
+            moment1.axpy(beta1, grad, 1.0 - beta1);
+            moment2.axpy(beta2, &grad.clone().square(), 1.0 - beta2);
+            let direction = moment1.clone() / (moment2.clone().sqrt() + eps_t);
+            param.axpy(1.0, &direction, -lr_t);
+        }
+    }
+
+    fn squared_norm(x: &Matrix<Self>) -> f64 {
+        crate::kernels::squared_norm(x)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for Cuda {}
 
 /// A runtime-shaped `rows × cols` f32 tensor, optionally carrying a gradient tape `T`.
 pub type Matrix<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;

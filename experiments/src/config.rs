@@ -324,6 +324,16 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// Parses a config from TOML text (`name` labels errors, like a file path would),
+    /// applies `--set` overrides and validates: for configs built into the binary.
+    pub fn from_toml_str(name: &str, text: &str, overrides: &[String]) -> Result<Self> {
+        let config: TrainConfig = toml::from_str(text)
+            .map_err(|e| Error::config(name, e.to_string().trim_end().replace('\n', "\n    ")))?;
+        let config = denoise_gym::config::apply_overrides(config, overrides)?;
+        config.validate(name)?;
+        Ok(config)
+    }
+
     /// Every section with its docs, for `dgym config`.
     pub fn section_docs() -> Vec<SectionDocs> {
         vec![

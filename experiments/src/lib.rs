@@ -4,6 +4,7 @@
 //! runners that write a run directory ([`run`]).
 
 pub mod aggregate;
+pub mod bench;
 pub mod config;
 pub mod ddaebm;
 pub mod energy;

@@ -10,6 +10,10 @@ use denoise_gym_experiments::run::{
     default_run_dir, train_new, train_resume, write_samples, TrainOptions,
 };
 
+/// See experiments/Cargo.toml: glibc's malloc unmaps and refaults large buffers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(feature = "cuda"))]
 type Device = dfdx::tensor::Cpu;
 #[cfg(feature = "cuda")]
@@ -158,6 +162,26 @@ enum Command {
         /// The axis whose values are the lines.
         #[arg(long)]
         lines: Option<String>,
+    },
+    /// Time one iteration of DSM, sampling, GCD (REINFORCE, PPO), DxDP and DDAEBM at batch
+    /// 64, 256, 1024 and 4096 (minimum and median over timed blocks, after warm-up).
+    Bench {
+        /// Also write the report as JSON to this file (what bench/compare.sh reads).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Batches 64 and 256 only, fewer blocks and warm-up iterations.
+        #[arg(long)]
+        quick: bool,
+        /// Only these rows, comma-separated (dsm_step, sample_t4, sample_t100,
+        /// gcd_reinforce, gcd_ppo, dxdp, ddaebm).
+        #[arg(long, value_delimiter = ',')]
+        rows: Vec<String>,
+        /// Only these batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        batches: Vec<usize>,
+        /// Seconds one timed block lasts.
+        #[arg(long, value_name = "S")]
+        block_seconds: Option<f64>,
     },
     /// Print the resolved config with every default and its one-line doc.
     Config {
@@ -311,6 +335,49 @@ fn run(cli: Cli) -> Result<()> {
             );
             if let Some(plot) = written.plot_path {
                 println!("wrote {}", plot.display());
+            }
+        }
+        Command::Bench {
+            json,
+            quick,
+            rows,
+            batches,
+            block_seconds,
+        } => {
+            use denoise_gym_experiments::bench;
+            let options = bench::BenchOptions {
+                quick,
+                rows,
+                batches,
+                block_seconds,
+            };
+            // Checked before the bench runs, so that minutes of timing are not lost to a
+            // path that cannot be written.
+            if let Some(path) = &json {
+                std::fs::write(path, b"")
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            let device_name = if cfg!(feature = "cuda") {
+                "cuda"
+            } else {
+                "cpu"
+            };
+            let report = bench::run_bench(&device, device_name, &options, |row| {
+                eprintln!(
+                    "{:>14} batch {:>5}: {:>10.1} {} (median {:.3} ms, min {:.3} ms)",
+                    row.name,
+                    row.batch,
+                    row.rate,
+                    row.unit,
+                    row.median_s * 1e3,
+                    row.min_s * 1e3
+                );
+            })?;
+            print!("{}", bench::to_markdown(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
             }
         }
         Command::Config { config, overrides } => {

@@ -1636,3 +1636,80 @@ fn ddaebm_options_are_checked_with_file_and_key() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn bench_times_every_row_and_writes_the_report_as_json() {
+    let tmp = TempDir::new().unwrap();
+    let json = tmp.path().join("bench.json");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "bench",
+            "--quick",
+            "--batches",
+            "8",
+            "--block-seconds",
+            "0.001",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = read_json(&json);
+    assert_eq!(report["implementation"], "denoise-gym");
+    let machine = &report["machine"];
+    assert!(machine["cores"].as_u64().is_some_and(|c| c >= 1));
+    assert!(machine["threads"].as_u64().is_some_and(|c| c >= 1));
+    assert_eq!(machine["profile"], "debug", "tests run a debug build");
+    assert_eq!(machine["device"], "cpu");
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, denoise_gym_experiments::bench::ROW_NAMES.to_vec());
+    for row in rows {
+        let name = row["name"].as_str().unwrap();
+        assert_eq!(row["batch"], 8, "{name}");
+        let (min, median, rate) = (
+            row["min_s"].as_f64().unwrap(),
+            row["median_s"].as_f64().unwrap(),
+            row["rate"].as_f64().unwrap(),
+        );
+        assert!(
+            min > 0.0 && min <= median,
+            "{name}: min {min}, median {median}"
+        );
+        let per_iteration = if row["unit"] == "samples/s" { 8.0 } else { 1.0 };
+        assert!(
+            (rate - per_iteration / median).abs() <= 1e-9 * rate,
+            "{name}"
+        );
+        assert_eq!(row["repeats"], 2, "--quick times two blocks");
+        let expected_steps = if name == "sample_t100" { 100 } else { 4 };
+        assert_eq!(row["n_steps"], expected_steps, "{name}");
+        let expected_width = if name == "ddaebm" { 300 } else { 128 };
+        assert_eq!(row["width"], expected_width, "{name}");
+    }
+    assert!(stdout(&o).contains("| gcd_reinforce | 8 | 4 | 128 |"));
+
+    assert_fails_with(
+        &dgym(tmp.path(), &["bench", "--rows", "gcd"]),
+        &["--rows", "\"gcd\"", "gcd_reinforce"],
+    );
+    assert_fails_with(
+        &dgym(tmp.path(), &["bench", "--batches", "0"]),
+        &["--batches", "at least 1"],
+    );
+    let unwritable = tmp.path().join("missing-dir/bench.json");
+    assert_fails_with(
+        &dgym(
+            tmp.path(),
+            &[
+                "bench",
+                "--rows",
+                "dsm_step",
+                "--json",
+                unwritable.to_str().unwrap(),
+            ],
+        ),
+        &["missing-dir"],
+    );
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Times `dgym bench` and its PyTorch-eager reference one after the other on this machine
+# and prints the side-by-side table (also written to bench/out/compare.md). Run by hand:
+#
+#   bench/compare.sh [--quick] [--rows dsm_step,gcd_reinforce] [--batches 64,256] [--block-seconds S]
+#
+# The arguments go to both benches. THREADS=N limits both to N threads (RAYON_NUM_THREADS
+# for dgym, --threads for torch); by default each uses every core. Run on an idle machine:
+# other load disturbs both, and PyTorch's OpenMP pool far more than rayon.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+cargo build --release -p denoise-gym-experiments --bin dgym
+
+venv=bench/.venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+# Install only when a pinned requirement is missing or at another version.
+if ! "$venv/bin/python" - bench/requirements.txt <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, pinned = line.partition("==")
+    try:
+        installed = version(name.strip())
+    except PackageNotFoundError:
+        sys.exit(1)
+    if pinned and installed.split("+", 1)[0] != pinned.strip():
+        sys.exit(1)
+PY
+then
+    "$venv/bin/pip" install -r bench/requirements.txt
+fi
+
+torch_threads=()
+if [ -n "${THREADS:-}" ]; then
+    export RAYON_NUM_THREADS="$THREADS"
+    torch_threads=(--threads "$THREADS")
+fi
+
+mkdir -p bench/out
+echo "== dgym bench" >&2
+target/release/dgym bench --json bench/out/dgym.json "$@"
+echo "== PyTorch eager" >&2
+"$venv/bin/python" bench/torch_reference.py --json bench/out/torch.json "${torch_threads[@]}" "$@"
+echo >&2
+"$venv/bin/python" bench/compare.py bench/out/dgym.json bench/out/torch.json --markdown bench/out/compare.md
+echo "wrote bench/out/compare.md" >&2

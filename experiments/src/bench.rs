@@ -1,0 +1,377 @@
+//! `dgym bench`: the time of one training or sampling iteration of every algorithm, at
+//! several batch sizes, with the same configs the shipped recipes use (built into the
+//! binary, so the bench runs from any directory). `bench/torch_reference.py` times the
+//! same work in PyTorch eager and writes the same JSON, and `bench/compare.sh` puts the
+//! two side by side.
+//!
+//! Each row is timed after warm-up iterations that are not counted: `repeats` blocks of
+//! `iterations_per_repeat` back-to-back iterations (a block lasts about 0.3 s), and the
+//! row reports the minimum and the median over blocks of the seconds per iteration. The
+//! minimum is the figure least disturbed by other load on the machine.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use denoise_gym::rng::seeded;
+use denoise_gym::tensor::Backend;
+use denoise_gym_envs::Dataset;
+use serde::Serialize;
+
+use crate::config::TrainConfig;
+use crate::ddaebm::DdaebmState;
+use crate::finetune::FinetuneState;
+use crate::run::{build_dataset, PhaseState, PretrainState};
+
+/// The DSM recipe every policy row starts from (T = 4, width 128, depth 3).
+const DDPM_CONFIG: (&str, &str) = (
+    "ddpm-8gaussians.toml",
+    include_str!("../configs/ddpm-8gaussians.toml"),
+);
+/// GCD with REINFORCE and the value baseline.
+const GCD_CONFIG: (&str, &str) = (
+    "gcd-8gaussians.toml",
+    include_str!("../configs/gcd-8gaussians.toml"),
+);
+/// GCD with PPO.
+const PPO_CONFIG: (&str, &str) = (
+    "ppo-8gaussians.toml",
+    include_str!("../configs/ppo-8gaussians.toml"),
+);
+/// GCD with the DxDP agent.
+const DXMI_CONFIG: (&str, &str) = (
+    "dxmi-8gaussians.toml",
+    include_str!("../configs/dxmi-8gaussians.toml"),
+);
+/// DDAEBM at the reference code's settings (T = 4, width 300, n_z = 2).
+const DDAEBM_CONFIG: (&str, &str) = (
+    "ddaebm-25gaussians.toml",
+    include_str!("../configs/ddaebm-25gaussians.toml"),
+);
+
+/// Every row name, in the order the bench runs them.
+pub const ROW_NAMES: [&str; 7] = [
+    "dsm_step",
+    "sample_t4",
+    "sample_t100",
+    "gcd_reinforce",
+    "gcd_ppo",
+    "dxdp",
+    "ddaebm",
+];
+
+/// The batch sizes of a full run and of `--quick`.
+const BATCHES: [usize; 4] = [64, 256, 1024, 4096];
+const QUICK_BATCHES: [usize; 2] = [64, 256];
+/// DDAEBM's reference batch, benched beside the common ones.
+const DDAEBM_REFERENCE_BATCH: usize = 200;
+
+/// What to bench.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    /// Fewer batches (64, 256), repeats and warm-up iterations.
+    pub quick: bool,
+    /// Only these rows (names of [`ROW_NAMES`]); all when empty.
+    pub rows: Vec<String>,
+    /// Only these batch sizes; the default set when empty.
+    pub batches: Vec<usize>,
+    /// Seconds one timed block should last (default 0.3).
+    pub block_seconds: Option<f64>,
+}
+
+/// One timed row.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// Which iteration (one of [`ROW_NAMES`]).
+    pub name: String,
+    /// Batch size (samples per iteration).
+    pub batch: usize,
+    /// Denoising steps T.
+    pub n_steps: usize,
+    /// Hidden width of the networks.
+    pub width: usize,
+    /// `it/s` or `samples/s`.
+    pub unit: String,
+    /// Timed blocks.
+    pub repeats: usize,
+    /// Iterations per timed block.
+    pub iterations_per_repeat: usize,
+    /// Seconds per iteration, the fastest block.
+    pub min_s: f64,
+    /// Seconds per iteration, the median block.
+    pub median_s: f64,
+    /// Iterations (or samples) per second at the median.
+    pub rate: f64,
+}
+
+/// The machine and build a bench ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineInfo {
+    /// Logical cores the process may use.
+    pub cores: usize,
+    /// Threads of the matmul thread pool (rayon).
+    pub threads: usize,
+    /// CPU model name.
+    pub cpu: String,
+    /// Build profile (`release` or `debug`).
+    pub profile: String,
+    /// The dfdx device (`cpu` or `cuda`).
+    pub device: String,
+    /// Versions of the pieces that decide speed.
+    pub versions: std::collections::BTreeMap<String, String>,
+}
+
+/// The whole report (`--json` writes it).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// `denoise-gym` (the PyTorch reference writes `pytorch-eager`).
+    pub implementation: String,
+    /// Where it ran.
+    pub machine: MachineInfo,
+    /// The timed rows.
+    pub rows: Vec<BenchRow>,
+}
+
+/// The CPU's model name from `/proc/cpuinfo` (or `unknown`).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// This process's machine and build.
+pub fn machine_info(device: &str) -> MachineInfo {
+    let mut versions = std::collections::BTreeMap::new();
+    versions.insert(
+        "denoise-gym".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    versions.insert("dfdx".to_string(), "0.13.0".to_string());
+    MachineInfo {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: rayon::current_num_threads(),
+        cpu: cpu_model(),
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .to_string(),
+        device: device.to_string(),
+        versions,
+    }
+}
+
+/// Times `iterate` as the module doc says and returns
+/// `(repeats, iterations per block, min s/it, median s/it)`.
+fn time_iterations(
+    quick: bool,
+    block_seconds: f64,
+    mut iterate: impl FnMut() -> Result<()>,
+) -> Result<(usize, usize, f64, f64)> {
+    let (warmup, repeats) = if quick { (1, 2) } else { (3, 5) };
+    for _ in 0..warmup {
+        iterate()?;
+    }
+    let start = Instant::now();
+    iterate()?;
+    let one = start.elapsed().as_secs_f64().max(1e-7);
+    let per_block = ((block_seconds / one).ceil() as usize).clamp(1, 100_000);
+    let mut seconds = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for _ in 0..per_block {
+            iterate()?;
+        }
+        seconds.push(start.elapsed().as_secs_f64() / per_block as f64);
+    }
+    seconds.sort_by(f64::total_cmp);
+    Ok((repeats, per_block, seconds[0], seconds[seconds.len() / 2]))
+}
+
+fn load(config: (&str, &str), overrides: &[String]) -> Result<TrainConfig> {
+    TrainConfig::from_toml_str(config.0, config.1, overrides)
+        .with_context(|| format!("the bench's built-in config {}", config.0))
+}
+
+/// A fresh (untrained) policy of `config`: timing does not depend on the weights.
+fn pretrain_state<D: Backend>(dev: &D, config: &TrainConfig) -> Result<PretrainState<D>> {
+    PretrainState::new(dev, config, 2)
+}
+
+/// Runs one row at one batch size.
+fn bench_row<D: Backend>(
+    dev: &D,
+    name: &str,
+    batch: usize,
+    quick: bool,
+    block_seconds: f64,
+) -> Result<BenchRow> {
+    let set = |key: &str, value: usize| format!("{key}={value}");
+    let mut rng = seeded(0, 999);
+    let (config, unit, timing) = match name {
+        "dsm_step" => {
+            let config = load(DDPM_CONFIG, &[set("pretrain.batch_size", batch)])?;
+            let dataset = build_dataset(&config.data)?;
+            let mut state = pretrain_state(dev, &config)?;
+            let timing = time_iterations(quick, block_seconds, || {
+                state.step(dataset.as_ref(), &config).map(|_| ())
+            })?;
+            (config, "it/s", timing)
+        }
+        "sample_t4" | "sample_t100" => {
+            let n_steps = if name == "sample_t4" { 4 } else { 100 };
+            let config = load(DDPM_CONFIG, &[set("policy.n_steps", n_steps)])?;
+            let policy = pretrain_state(dev, &config)?.policy;
+            let timing = time_iterations(quick, block_seconds, || {
+                let samples = policy.sample(batch, &mut rng);
+                // Reading the result back waits for the device (CUDA is asynchronous).
+                std::hint::black_box(samples.as_vec());
+                Ok(())
+            })?;
+            (config, "samples/s", timing)
+        }
+        "gcd_reinforce" | "gcd_ppo" | "dxdp" => {
+            let (source, mut overrides) = match name {
+                "gcd_reinforce" => (GCD_CONFIG, vec![]),
+                // Two minibatches per epoch at every batch, as the shipped 512 at B = 256.
+                "gcd_ppo" => (
+                    PPO_CONFIG,
+                    vec![set("agent.ppo_minibatch_size", (batch * 4 / 2).max(1))],
+                ),
+                _ => (DXMI_CONFIG, vec![]),
+            };
+            overrides.push(set("finetune.batch_size", batch));
+            let config = load(source, &overrides)?;
+            let dataset: Arc<dyn Dataset> = build_dataset(&config.data)?;
+            let policy = pretrain_state(dev, &config)?.policy;
+            let mut state =
+                FinetuneState::new(dev, &config, &dataset, policy, 0, serde_json::json!({}))?;
+            let timing = time_iterations(quick, block_seconds, || {
+                state.iterate(&dataset, &config).map(|_| ())
+            })?;
+            (config, "it/s", timing)
+        }
+        "ddaebm" => {
+            let config = load(DDAEBM_CONFIG, &[set("ddaebm.batch_size", batch)])?;
+            let dataset = build_dataset(&config.data)?;
+            let mut state = DdaebmState::new(dev, &config, dataset.dim())?;
+            let timing = time_iterations(quick, block_seconds, || {
+                state.advance(&dataset, &config).map(|_| ())
+            })?;
+            (config, "it/s", timing)
+        }
+        other => bail!(
+            "unknown bench row {other:?}: expected one of {}",
+            ROW_NAMES.join(", ")
+        ),
+    };
+    let (repeats, iterations_per_repeat, min_s, median_s) = timing;
+    let per_iteration = if unit == "samples/s" {
+        batch as f64
+    } else {
+        1.0
+    };
+    let width = if name == "ddaebm" {
+        config.ddaebm.hidden
+    } else {
+        config.policy.hidden
+    };
+    Ok(BenchRow {
+        name: name.to_string(),
+        batch,
+        n_steps: config.policy.n_steps,
+        width,
+        unit: unit.to_string(),
+        repeats,
+        iterations_per_repeat,
+        min_s,
+        median_s,
+        rate: per_iteration / median_s,
+    })
+}
+
+/// Runs the bench; `progress` gets each row as it finishes.
+pub fn run_bench<D: Backend>(
+    dev: &D,
+    device_name: &str,
+    options: &BenchOptions,
+    mut progress: impl FnMut(&BenchRow),
+) -> Result<BenchReport> {
+    for name in &options.rows {
+        if !ROW_NAMES.contains(&name.as_str()) {
+            bail!(
+                "--rows: unknown row {name:?}: expected one of {}",
+                ROW_NAMES.join(", ")
+            );
+        }
+    }
+    if let Some(zero) = options.batches.iter().find(|&&b| b == 0) {
+        bail!("--batches: a batch size must be at least 1, got {zero}");
+    }
+    let block_seconds = options.block_seconds.unwrap_or(0.3);
+    if !(block_seconds > 0.0 && block_seconds.is_finite()) {
+        bail!("--block-seconds: must be a positive number of seconds, got {block_seconds}");
+    }
+    let mut rows = Vec::new();
+    for name in ROW_NAMES {
+        if !options.rows.is_empty() && !options.rows.iter().any(|r| r == name) {
+            continue;
+        }
+        let mut batches: Vec<usize> = if !options.batches.is_empty() {
+            options.batches.clone()
+        } else if options.quick {
+            QUICK_BATCHES.to_vec()
+        } else {
+            BATCHES.to_vec()
+        };
+        if name == "ddaebm" && options.batches.is_empty() {
+            batches.push(DDAEBM_REFERENCE_BATCH);
+            batches.sort_unstable();
+        }
+        for batch in batches {
+            let row = bench_row(dev, name, batch, options.quick, block_seconds)
+                .with_context(|| format!("bench row {name} at batch {batch}"))?;
+            progress(&row);
+            rows.push(row);
+        }
+    }
+    Ok(BenchReport {
+        implementation: "denoise-gym".to_string(),
+        machine: machine_info(device_name),
+        rows,
+    })
+}
+
+/// The report as a Markdown table, with the machine in a header line.
+pub fn to_markdown(report: &BenchReport) -> String {
+    let m = &report.machine;
+    let mut out = format!(
+        "{} on {} ({} cores, {} threads, {} build, device {})\n\n",
+        report.implementation, m.cpu, m.cores, m.threads, m.profile, m.device
+    );
+    out.push_str("| row | batch | T | width | rate | unit | min ms | median ms | blocks × its |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for r in &report.rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {} × {} |\n",
+            r.name,
+            r.batch,
+            r.n_steps,
+            r.width,
+            r.rate,
+            r.unit,
+            r.min_s * 1e3,
+            r.median_s * 1e3,
+            r.repeats,
+            r.iterations_per_repeat
+        ));
+    }
+    out
+}

@@ -1,0 +1,431 @@
+//! Fused CPU kernels for the operations that dominate training time, written against
+//! dfdx's custom-op interface (a forward on host buffers plus one closure on the tape).
+//!
+//! Measured with callgrind on a GCD iteration (T = 4, batch 256, width 128; see the
+//! README's performance section), dfdx 0.13 composes an MLP layer from six kernels
+//! (matmul, reshape, broadcast, add, sigmoid, mul), each allocating and zeroing its
+//! output and walking it through a strided index; only 29% of the instructions were in
+//! matmul. [`mlp_forward`] does a whole MLP as one tape node: the bias and activation
+//! are fused into each layer's matmul output, and the backward pass is one closure that
+//! writes every weight, bias and input gradient with three `gemm` calls per layer.
+//! [`adam_step`] and [`squared_norm`] do the optimiser's element-wise work in one pass
+//! over each buffer instead of seven temporary tensors.
+//!
+//! Everything here computes exactly what the composed dfdx code computes, up to the
+//! order of floating-point sums in matmul and the activation's `exp` (a Cephes-style
+//! polynomial, within 2 ulp of `f32::exp`, that the compiler vectorises).
+
+use std::borrow::Cow;
+
+use dfdx::prelude::*;
+
+use crate::nn::{Activation, Mlp};
+use crate::tensor::Matrix;
+
+/// A read-only view of a CPU matrix's storage when it is dense and row-major (what every
+/// op here produces), without a copy; `None` for broadcast or strided views.
+pub fn host_view<T>(t: &Tensor<(usize, usize), f32, Cpu, T>) -> Option<&[f32]> {
+    let (rows, cols) = *t.shape();
+    if rows == 0 || cols == 0 {
+        return Some(&[]);
+    }
+    let first: *const f32 = &t[[0, 0]];
+    // `Index` goes through the tensor's strides, so the addresses of (0, 1) and (1, 0)
+    // reveal them: unit column stride and a row stride of `cols` is a dense row-major
+    // buffer, and indexing the last element checked it lies inside the storage.
+    // SAFETY: all pointers point into the same `Vec` (the tensor's storage).
+    let (column_stride, row_stride, last) = unsafe {
+        (
+            if cols > 1 {
+                (&t[[0, 1]] as *const f32).offset_from(first)
+            } else {
+                1
+            },
+            if rows > 1 {
+                (&t[[1, 0]] as *const f32).offset_from(first)
+            } else {
+                cols as isize
+            },
+            (&t[[rows - 1, cols - 1]] as *const f32).offset_from(first),
+        )
+    };
+    let dense =
+        column_stride == 1 && row_stride == cols as isize && last == (rows * cols - 1) as isize;
+    // SAFETY: dense row-major with its last element in bounds: `rows·cols` contiguous
+    // elements of the storage starting at `first`, borrowed for as long as `t`.
+    dense.then(|| unsafe { std::slice::from_raw_parts(first, rows * cols) })
+}
+
+/// The storage of a dense CPU matrix, mutably (copied first if another tensor shares it,
+/// as dfdx's own in-place ops do); `None` for broadcast or strided views.
+pub fn host_view_mut(t: &mut Matrix<Cpu>) -> Option<&mut [f32]> {
+    let n = {
+        let view = host_view(t)?;
+        view.len()
+    };
+    if n == 0 {
+        return Some(&mut []);
+    }
+    // `IndexMut` makes the storage unique (`Arc::make_mut`) before handing out a pointer.
+    let first: *mut f32 = &mut t[[0, 0]];
+    // SAFETY: the layout was checked dense above and `make_mut` does not change it; the
+    // borrow of `t` is held for the slice's lifetime.
+    Some(unsafe { std::slice::from_raw_parts_mut(first, n) })
+}
+
+/// `exp(x)` for the activations: Cephes' `expf` (range reduction by `ln 2`, degree-5
+/// polynomial) with only arithmetic and bit operations, so that loops over it vectorise
+/// (`f32::exp` is a libm call, and Rust's saturating `as i32` is scalar). Inputs are
+/// clamped to where `exp` is a normal f32; a NaN input gives a finite value, and the
+/// callers' own factor `x` carries the NaN through.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    #[allow(clippy::manual_clamp)] // `clamp` keeps a NaN, which the bit tricks below must not see.
+    let x = x.max(-87.3).min(88.3);
+    let shifted = x * LOG2E + ROUND;
+    let nf = shifted - ROUND;
+    let n = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let r = x - nf * 0.693_359_4 + nf * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let poly = p * r * r + r + 1.0;
+    poly * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// Runs an element-wise loop compiled for AVX2 + FMA where the CPU has them (8 lanes
+/// instead of the baseline x86-64 target's 4), else for the baseline target.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// `x ← x · sigmoid(x)` for each element.
+    fn silu_in_place(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = *v / (1.0 + exp_approx(-*v));
+        }
+    }
+}
+
+multiversion! {
+    /// `g ← g · silu'(z)`, `silu'(z) = s (1 + z (1 - s))` with `s = sigmoid(z)`.
+    fn silu_backward(g: &mut [f32], z: &[f32]) {
+        for (g, &v) in g.iter_mut().zip(z) {
+            let s = 1.0 / (1.0 + exp_approx(-v));
+            *g *= s * (1.0 + v * (1.0 - s));
+        }
+    }
+}
+
+/// Below this many multiply-adds a matmul runs on one thread. Measured with `dgym bench`
+/// on the 2-core machine, interleaving runs: a threshold of 2^21 (every 256 × 128 × 128
+/// product split) made DSM and GCD steps at batch 256 25% slower, 2^26 (only batch-4096
+/// products) kept batch 256 unchanged and made batch 4096 15-30% faster.
+const PARALLEL_MATMUL_MIN_WORK: usize = 1 << 26;
+
+/// A raw pointer that may cross to another rayon thread; the two halves of a split
+/// matmul write disjoint blocks of the destination.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to hand disjoint output blocks to the two sides of `rayon::join`.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so that closures capture the whole `SendPtr`, not the
+    /// raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst (m × n) = [dst +] a · b` on row-major buffers, with `a` read as `m × k` through
+/// its strides `(row, column)` and `b` as `k × n`.
+///
+/// gemm's own threading splits inside one product and, at these sizes (k and n of 2 to
+/// 300), was slower on 2 threads than on 1; here a large product is instead cut in two
+/// along its longer output side and each half runs single-threaded on its own core.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (isize, isize),
+    b: &[f32],
+    b_strides: (isize, isize),
+    dst: &mut [f32],
+) {
+    assert!(dst.len() >= m * n, "matmul: destination smaller than m × n");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let dst = SendPtr(dst.as_mut_ptr());
+    // SAFETY: `a` and `b` hold the elements their shapes and strides reach (the callers
+    // pass whole row-major buffers of those shapes), `dst` holds m × n, and the blocks
+    // below partition dst's rows or columns, so concurrent writes never overlap.
+    let block = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| unsafe {
+        gemm::gemm(
+            rows.len(),
+            cols.len(),
+            k,
+            dst.get().add(rows.start * n + cols.start),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr().offset(rows.start as isize * a_strides.0),
+            a_strides.1,
+            a_strides.0,
+            b.as_ptr().offset(cols.start as isize * b_strides.1),
+            b_strides.1,
+            b_strides.0,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    };
+    if threads < 2 || m * n * k < PARALLEL_MATMUL_MIN_WORK {
+        block(0..m, 0..n);
+    } else if m >= n {
+        let half = m / 2;
+        rayon::join(|| block(0..half, 0..n), || block(half..m, 0..n));
+    } else {
+        let half = n / 2;
+        rayon::join(|| block(0..m, 0..half), || block(0..m, half..n));
+    }
+}
+
+/// The MLP's forward pass on the CPU as one fused op; with a tape, one backward closure
+/// computes every gradient (see the module doc).
+pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
+    mlp: &Mlp<Cpu>,
+    x: Matrix<Cpu, T>,
+) -> Matrix<Cpu, T> {
+    let dev = x.device().clone();
+    let rows = x.shape().0;
+    let (x, mut tape) = x.split_tape();
+    let n_layers = mlp.layers.len();
+    let activation = mlp.activation;
+    // What backward needs: each layer's input (the first is `x` itself) and, for SiLU,
+    // each hidden layer's pre-activation.
+    let mut hidden_inputs: Vec<Vec<f32>> = Vec::new();
+    let mut pre_activations: Vec<Vec<f32>> = Vec::new();
+    let x_host: Cow<[f32]> = host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+    let mut current: Option<Vec<f32>> = None;
+    for (l, layer) in mlp.layers.iter().enumerate() {
+        let (n_in, n_out) = *layer.weight.shape();
+        let weight = host_view(&layer.weight)
+            .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
+        let bias =
+            host_view(&layer.bias).map_or_else(|| Cow::Owned(layer.bias.as_vec()), Cow::Borrowed);
+        let mut z = Vec::with_capacity(rows * n_out);
+        for _ in 0..rows {
+            z.extend_from_slice(&bias);
+        }
+        let input: &[f32] = current.as_deref().unwrap_or(&x_host);
+        matmul(
+            (rows, n_in, n_out),
+            true,
+            input,
+            (n_in as isize, 1),
+            &weight,
+            (n_out as isize, 1),
+            &mut z,
+        );
+        if let Some(previous) = current.take() {
+            if T::OWNS_TAPE {
+                hidden_inputs.push(previous);
+            }
+        }
+        if l + 1 < n_layers {
+            let h = match activation {
+                Activation::Relu => {
+                    let mut h = z;
+                    for v in h.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                    h
+                }
+                Activation::Silu => {
+                    if T::OWNS_TAPE {
+                        let mut h = z.clone();
+                        silu_in_place(&mut h);
+                        pre_activations.push(z);
+                        h
+                    } else {
+                        let mut h = z;
+                        silu_in_place(&mut h);
+                        h
+                    }
+                }
+            };
+            current = Some(h);
+        } else {
+            current = Some(z);
+        }
+    }
+    let n_out = mlp.layers.last().map_or(x.shape().1, |l| l.outputs());
+    let output_data = current.unwrap_or_else(|| x_host.to_vec());
+    drop(x_host);
+    let out = dev.tensor_from_vec(output_data, (rows, n_out));
+    if !T::OWNS_TAPE {
+        return out.put_tape(tape);
+    }
+    let layers = mlp.layers.clone();
+    let out_ghost = out.ghost();
+    let x_ghost = x.ghost();
+    tape.add_backward_op(move |grads| {
+        let mut g: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+        let x_host: Cow<[f32]> =
+            host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+        for l in (0..layers.len()).rev() {
+            let layer = &layers[l];
+            let (n_in, n_out) = *layer.weight.shape();
+            let input: &[f32] = if l == 0 {
+                &x_host
+            } else {
+                &hidden_inputs[l - 1]
+            };
+            {
+                let grad_weight = grads.get_or_alloc_mut(&layer.weight)?;
+                // dW += aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
+                matmul(
+                    (n_in, rows, n_out),
+                    true,
+                    input,
+                    (1, n_in as isize),
+                    &g,
+                    (n_out as isize, 1),
+                    grad_weight,
+                );
+            }
+            {
+                let grad_bias = grads.get_or_alloc_mut(&layer.bias)?;
+                for row in g.chunks_exact(n_out) {
+                    for (b, v) in grad_bias.iter_mut().zip(row) {
+                        *b += v;
+                    }
+                }
+            }
+            let weight = host_view(&layer.weight)
+                .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
+            // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
+            if l == 0 {
+                let grad_x = grads.get_or_alloc_mut(&x_ghost)?;
+                matmul(
+                    (rows, n_out, n_in),
+                    true,
+                    &g,
+                    (n_out as isize, 1),
+                    &weight,
+                    (1, n_out as isize),
+                    grad_x,
+                );
+            } else {
+                let mut upstream = vec![0.0; rows * n_in];
+                matmul(
+                    (rows, n_out, n_in),
+                    false,
+                    &g,
+                    (n_out as isize, 1),
+                    &weight,
+                    (1, n_out as isize),
+                    &mut upstream,
+                );
+                match activation {
+                    Activation::Relu => {
+                        for (u, &h) in upstream.iter_mut().zip(&hidden_inputs[l - 1]) {
+                            if h <= 0.0 {
+                                *u = 0.0;
+                            }
+                        }
+                    }
+                    Activation::Silu => silu_backward(&mut upstream, &pre_activations[l - 1]),
+                }
+                g = upstream;
+            }
+        }
+        Ok(())
+    });
+    out.put_tape(tape)
+}
+
+/// One Adam step on one parameter, in place: the same f32 operations, in the same order,
+/// as [`crate::optim::Adam::update`]'s composed path. Returns `false` (and does nothing)
+/// when a buffer is not dense, so the caller can fall back.
+pub fn adam_step(
+    param: &mut Matrix<Cpu>,
+    grad: &Matrix<Cpu>,
+    moments: (&mut Matrix<Cpu>, &mut Matrix<Cpu>),
+    betas: [f64; 2],
+    lr_t: f32,
+    eps_t: f32,
+) -> bool {
+    let (moment1, moment2) = moments;
+    let Some(g) = host_view(grad) else {
+        return false;
+    };
+    let (Some(m), Some(v), Some(p)) = (
+        host_view_mut(moment1),
+        host_view_mut(moment2),
+        host_view_mut(param),
+    ) else {
+        return false;
+    };
+    // The coefficients are rounded to f32 from f64, as dfdx's `axpy` does.
+    let [beta1, beta2] = betas;
+    let (one_minus_beta1, one_minus_beta2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
+    let (beta1, beta2) = (beta1 as f32, beta2 as f32);
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *m = *m * beta1 + g * one_minus_beta1;
+        *v = *v * beta2 + (g * g) * one_minus_beta2;
+        let direction = *m / (v.sqrt() + eps_t);
+        *p += direction * -lr_t;
+    }
+    true
+}
+
+/// `Σ x²` of a CPU matrix in one pass (f64 accumulation across rows of f32 partial sums).
+pub fn squared_norm(x: &Matrix<Cpu>) -> f64 {
+    match host_view(x) {
+        Some(data) => data
+            .chunks(1024)
+            .map(|c| c.iter().map(|v| v * v).sum::<f32>() as f64)
+            .sum(),
+        None => x.as_vec().iter().map(|&v| (v as f64) * (v as f64)).sum(),
+    }
+}
