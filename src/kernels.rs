@@ -16,6 +16,7 @@
 //! polynomial, within 2 ulp of `f32::exp`, that the compiler vectorises).
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use dfdx::prelude::*;
 
@@ -99,8 +100,8 @@ fn exp_approx(x: f32) -> f32 {
     poly * f32::from_bits(((n + 127) as u32) << 23)
 }
 
-/// Runs an element-wise loop compiled for AVX2 + FMA where the CPU has them (8 lanes
-/// instead of the baseline x86-64 target's 4), else for the baseline target.
+/// Runs an element-wise loop compiled for AVX-512 or AVX2 + FMA where the CPU has them
+/// (16 or 8 lanes instead of the baseline x86-64 target's 4), else for the baseline.
 macro_rules! multiversion {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$doc])*
@@ -109,9 +110,17 @@ macro_rules! multiversion {
             fn portable($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     portable($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU supports the features `avx512` was compiled for.
+                    return unsafe { avx512($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports the features `avx2` was compiled for.
@@ -124,20 +133,59 @@ macro_rules! multiversion {
 }
 
 multiversion! {
-    /// `x ← x · sigmoid(x)` for each element.
-    fn silu_in_place(x: &mut [f32]) {
-        for v in x.iter_mut() {
-            *v = *v / (1.0 + exp_approx(-*v));
+    /// `z ← z + b` for each row of `z` (`b` one row).
+    fn add_bias(z: &mut [f32], bias: &[f32]) {
+        for row in z.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
         }
     }
 }
 
 multiversion! {
-    /// `g ← g · silu'(z)`, `silu'(z) = s (1 + z (1 - s))` with `s = sigmoid(z)`.
-    fn silu_backward(g: &mut [f32], z: &[f32]) {
-        for (g, &v) in g.iter_mut().zip(z) {
-            let s = 1.0 / (1.0 + exp_approx(-v));
-            *g *= s * (1.0 + v * (1.0 - s));
+    /// `z ← max(z + b, 0)` for each row of `z`.
+    fn add_bias_relu(z: &mut [f32], bias: &[f32]) {
+        for row in z.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `z ← silu(z + b)` for each row of `z` (no tape: nothing kept for backward).
+    fn add_bias_silu(z: &mut [f32], bias: &[f32]) {
+        for row in z.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                let a = *v + b;
+                *v = a / (1.0 + exp_approx(-a));
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `h ← silu(z + b)` and `z ← sigmoid(z + b)` for each row: backward then needs no
+    /// `exp`, since `silu'(a) = s + h (1 - s)` with `s = sigmoid(a)`, `h = a s`.
+    fn add_bias_silu_keep_sigmoid(z: &mut [f32], bias: &[f32], h: &mut [MaybeUninit<f32>]) {
+        for (row, out) in z.chunks_exact_mut(bias.len()).zip(h.chunks_exact_mut(bias.len())) {
+            for ((v, b), o) in row.iter_mut().zip(bias).zip(out.iter_mut()) {
+                let a = *v + b;
+                let s = 1.0 / (1.0 + exp_approx(-a));
+                o.write(a * s);
+                *v = s;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `g ← g · silu'(a)` from the kept `s = sigmoid(a)` and `h = silu(a)`.
+    fn silu_backward(g: &mut [f32], sigmoid: &[f32], h: &[f32]) {
+        for ((g, &s), &h) in g.iter_mut().zip(sigmoid).zip(h) {
+            *g *= s + h * (1.0 - s);
         }
     }
 }
@@ -147,6 +195,34 @@ multiversion! {
 /// product split) made DSM and GCD steps at batch 256 25% slower, 2^26 (only batch-4096
 /// products) kept batch 256 unchanged and made batch 4096 15-30% faster.
 const PARALLEL_MATMUL_MIN_WORK: usize = 1 << 26;
+
+/// Multiply-adds done by [`matmul`] since the process started (what `dgym bench`
+/// divides by time to report the achieved matmul rate).
+static MULTIPLY_ADDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Multiply-adds of every matmul the fused kernels have run so far (dfdx's own matmuls,
+/// e.g. DDAEBM's input-gradient ops, are not counted).
+pub fn multiply_adds() -> u64 {
+    MULTIPLY_ADDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `dst = a · b` for dense row-major `a: m × k`, `b: k × n`, `dst: m × n`, through the
+/// fused kernels' matmul (for benchmarks of the matmul alone).
+pub fn matmul_dense(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n,
+        "matmul_dense: operand too small"
+    );
+    matmul(
+        (m, k, n),
+        false,
+        a,
+        (k as isize, 1),
+        b,
+        (n as isize, 1),
+        dst,
+    );
+}
 
 /// A raw pointer that may cross to another rayon thread; the two halves of a split
 /// matmul write disjoint blocks of the destination.
@@ -181,17 +257,78 @@ fn matmul(
     dst: &mut [f32],
 ) {
     assert!(dst.len() >= m * n, "matmul: destination smaller than m × n");
-    if m == 0 || n == 0 {
-        return;
-    }
     if k == 0 {
         if !accumulate {
             dst[..m * n].fill(0.0);
         }
         return;
     }
+    // SAFETY: `dst` holds at least m × n initialised elements.
+    unsafe {
+        matmul_raw(
+            (m, k, n),
+            accumulate,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            dst.as_mut_ptr(),
+        )
+    }
+}
+
+/// `a · b` into a new `m × n` buffer, which gemm writes without reading: no zero-fill
+/// first (that memset was 10% of a GCD iteration).
+fn matmul_new(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    a_strides: (isize, isize),
+    b: &[f32],
+    b_strides: (isize, isize),
+) -> Vec<f32> {
+    let len = m * n;
+    if k == 0 {
+        return vec![0.0; len];
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: without `accumulate` gemm writes every element of the m × n destination
+    // (and reads none), so all `len` elements are initialised before `set_len`.
+    unsafe {
+        matmul_raw(
+            (m, k, n),
+            false,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            out.as_mut_ptr(),
+        );
+        out.set_len(len);
+    }
+    out
+}
+
+/// The body of [`matmul`] on a raw destination.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of `m × n` elements,
+/// and `a`, `b` must hold every element their shapes and strides reach.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_raw(
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (isize, isize),
+    b: &[f32],
+    b_strides: (isize, isize),
+    dst: *mut f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    MULTIPLY_ADDS.fetch_add((m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
     let threads = rayon::current_num_threads();
-    let dst = SendPtr(dst.as_mut_ptr());
+    let dst = SendPtr(dst);
     // SAFETY: `a` and `b` hold the elements their shapes and strides reach (the callers
     // pass whole row-major buffers of those shapes), `dst` holds m × n, and the blocks
     // below partition dst's rows or columns, so concurrent writes never overlap.
@@ -241,9 +378,9 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     let n_layers = mlp.layers.len();
     let activation = mlp.activation;
     // What backward needs: each layer's input (the first is `x` itself) and, for SiLU,
-    // each hidden layer's pre-activation.
+    // each hidden layer's sigmoid.
     let mut hidden_inputs: Vec<Vec<f32>> = Vec::new();
-    let mut pre_activations: Vec<Vec<f32>> = Vec::new();
+    let mut sigmoids: Vec<Vec<f32>> = Vec::new();
     let x_host: Cow<[f32]> = host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
     let mut current: Option<Vec<f32>> = None;
     for (l, layer) in mlp.layers.iter().enumerate() {
@@ -252,51 +389,47 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
             .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
         let bias =
             host_view(&layer.bias).map_or_else(|| Cow::Owned(layer.bias.as_vec()), Cow::Borrowed);
-        let mut z = Vec::with_capacity(rows * n_out);
-        for _ in 0..rows {
-            z.extend_from_slice(&bias);
-        }
+        // The bias is added in the activation's pass over the product, as dfdx adds it
+        // after the matmul.
         let input: &[f32] = current.as_deref().unwrap_or(&x_host);
-        matmul(
+        let mut z = matmul_new(
             (rows, n_in, n_out),
-            true,
             input,
             (n_in as isize, 1),
             &weight,
             (n_out as isize, 1),
-            &mut z,
         );
         if let Some(previous) = current.take() {
             if T::OWNS_TAPE {
                 hidden_inputs.push(previous);
             }
         }
-        if l + 1 < n_layers {
-            let h = match activation {
+        let output = if l + 1 == n_layers {
+            add_bias(&mut z, &bias);
+            z
+        } else {
+            match activation {
                 Activation::Relu => {
-                    let mut h = z;
-                    for v in h.iter_mut() {
-                        *v = v.max(0.0);
-                    }
+                    add_bias_relu(&mut z, &bias);
+                    z
+                }
+                Activation::Silu if T::OWNS_TAPE => {
+                    let len = z.len();
+                    let mut h: Vec<f32> = Vec::with_capacity(len);
+                    add_bias_silu_keep_sigmoid(&mut z, &bias, &mut h.spare_capacity_mut()[..len]);
+                    // SAFETY: the pass above wrote all `len` elements (z's length is a
+                    // multiple of the bias length: rows × n_out).
+                    unsafe { h.set_len(len) };
+                    sigmoids.push(z);
                     h
                 }
                 Activation::Silu => {
-                    if T::OWNS_TAPE {
-                        let mut h = z.clone();
-                        silu_in_place(&mut h);
-                        pre_activations.push(z);
-                        h
-                    } else {
-                        let mut h = z;
-                        silu_in_place(&mut h);
-                        h
-                    }
+                    add_bias_silu(&mut z, &bias);
+                    z
                 }
-            };
-            current = Some(h);
-        } else {
-            current = Some(z);
-        }
+            }
+        };
+        current = Some(output);
     }
     let n_out = mlp.layers.last().map_or(x.shape().1, |l| l.outputs());
     let output_data = current.unwrap_or_else(|| x_host.to_vec());
@@ -356,15 +489,12 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
                     grad_x,
                 );
             } else {
-                let mut upstream = vec![0.0; rows * n_in];
-                matmul(
+                let mut upstream = matmul_new(
                     (rows, n_out, n_in),
-                    false,
                     &g,
                     (n_out as isize, 1),
                     &weight,
                     (1, n_out as isize),
-                    &mut upstream,
                 );
                 match activation {
                     Activation::Relu => {
@@ -374,7 +504,9 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
                             }
                         }
                     }
-                    Activation::Silu => silu_backward(&mut upstream, &pre_activations[l - 1]),
+                    Activation::Silu => {
+                        silu_backward(&mut upstream, &sigmoids[l - 1], &hidden_inputs[l - 1])
+                    }
                 }
                 g = upstream;
             }

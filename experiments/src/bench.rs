@@ -102,6 +102,12 @@ pub struct BenchRow {
     pub median_s: f64,
     /// Iterations (or samples) per second at the median.
     pub rate: f64,
+    /// Floating-point operations (2 per multiply-add) of the fused kernels' matmuls in
+    /// one iteration, in units of 10^9 (dfdx's own matmuls are not counted).
+    pub matmul_gflop: f64,
+    /// `matmul_gflop / min_s`: the matmul rate the fastest block sustained over the
+    /// whole iteration, to set against the machine's `gemm_gflops`.
+    pub matmul_gflops: f64,
 }
 
 /// The machine and build a bench ran on.
@@ -119,6 +125,10 @@ pub struct MachineInfo {
     pub device: String,
     /// Versions of the pieces that decide speed.
     pub versions: std::collections::BTreeMap<String, String>,
+    /// GFLOP/s of the fused kernels' matmul alone on `1024 × 128 · 128 × 128` (one
+    /// thread, the shape of a batch-1024 hidden layer) and `4096 × 128 · 128 × 128`
+    /// (split over the pool): what a matmul-bound iteration could reach.
+    pub gemm_gflops: std::collections::BTreeMap<String, f64>,
 }
 
 /// The whole report (`--json` writes it).
@@ -145,6 +155,24 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The best of `repeats` timings of one `rows × 128 · 128 × 128` product, in GFLOP/s.
+fn gemm_rate(rows: usize, repeats: usize) -> f64 {
+    let width = 128;
+    let a: Vec<f32> = (0..rows * width).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..width * width).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut dst = vec![0.0f32; rows * width];
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for _ in 0..10 {
+            denoise_gym::kernels::matmul_dense(rows, width, width, &a, &b, &mut dst);
+        }
+        best = best.min(start.elapsed().as_secs_f64() / 10.0);
+    }
+    std::hint::black_box(&dst);
+    2.0 * (rows * width * width) as f64 / best / 1e9
+}
+
 /// This process's machine and build.
 pub fn machine_info(device: &str) -> MachineInfo {
     let mut versions = std::collections::BTreeMap::new();
@@ -165,16 +193,31 @@ pub fn machine_info(device: &str) -> MachineInfo {
         .to_string(),
         device: device.to_string(),
         versions,
+        gemm_gflops: [
+            ("1024x128x128".to_string(), gemm_rate(1024, 20)),
+            ("4096x128x128".to_string(), gemm_rate(4096, 10)),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
-/// Times `iterate` as the module doc says and returns
-/// `(repeats, iterations per block, min s/it, median s/it)`.
+/// What [`time_iterations`] measured.
+struct Timing {
+    repeats: usize,
+    per_block: usize,
+    min_s: f64,
+    median_s: f64,
+    /// Matmul multiply-adds of the fused kernels per iteration.
+    multiply_adds: f64,
+}
+
+/// Times `iterate` as the module doc says.
 fn time_iterations(
     quick: bool,
     block_seconds: f64,
     mut iterate: impl FnMut() -> Result<()>,
-) -> Result<(usize, usize, f64, f64)> {
+) -> Result<Timing> {
     let (warmup, repeats) = if quick { (1, 2) } else { (3, 5) };
     for _ in 0..warmup {
         iterate()?;
@@ -184,6 +227,7 @@ fn time_iterations(
     let one = start.elapsed().as_secs_f64().max(1e-7);
     let per_block = ((block_seconds / one).ceil() as usize).clamp(1, 100_000);
     let mut seconds = Vec::with_capacity(repeats);
+    let multiply_adds_before = denoise_gym::kernels::multiply_adds();
     for _ in 0..repeats {
         let start = Instant::now();
         for _ in 0..per_block {
@@ -191,8 +235,16 @@ fn time_iterations(
         }
         seconds.push(start.elapsed().as_secs_f64() / per_block as f64);
     }
+    let multiply_adds = (denoise_gym::kernels::multiply_adds() - multiply_adds_before) as f64
+        / (repeats * per_block) as f64;
     seconds.sort_by(f64::total_cmp);
-    Ok((repeats, per_block, seconds[0], seconds[seconds.len() / 2]))
+    Ok(Timing {
+        repeats,
+        per_block,
+        min_s: seconds[0],
+        median_s: seconds[seconds.len() / 2],
+        multiply_adds,
+    })
 }
 
 fn load(config: (&str, &str), overrides: &[String]) -> Result<TrainConfig> {
@@ -272,7 +324,14 @@ fn bench_row<D: Backend>(
             ROW_NAMES.join(", ")
         ),
     };
-    let (repeats, iterations_per_repeat, min_s, median_s) = timing;
+    let Timing {
+        repeats,
+        per_block: iterations_per_repeat,
+        min_s,
+        median_s,
+        multiply_adds,
+    } = timing;
+    let matmul_gflop = 2.0 * multiply_adds / 1e9;
     let per_iteration = if unit == "samples/s" {
         batch as f64
     } else {
@@ -294,6 +353,8 @@ fn bench_row<D: Backend>(
         min_s,
         median_s,
         rate: per_iteration / median_s,
+        matmul_gflop,
+        matmul_gflops: matmul_gflop / min_s,
     })
 }
 
@@ -352,15 +413,28 @@ pub fn run_bench<D: Backend>(
 /// The report as a Markdown table, with the machine in a header line.
 pub fn to_markdown(report: &BenchReport) -> String {
     let m = &report.machine;
+    let gemm: Vec<String> = m
+        .gemm_gflops
+        .iter()
+        .map(|(shape, rate)| format!("{shape} {rate:.1}"))
+        .collect();
     let mut out = format!(
-        "{} on {} ({} cores, {} threads, {} build, device {})\n\n",
-        report.implementation, m.cpu, m.cores, m.threads, m.profile, m.device
+        "{} on {} ({} cores, {} threads, {} build, device {}; matmul alone, GFLOP/s: {})\n\n",
+        report.implementation,
+        m.cpu,
+        m.cores,
+        m.threads,
+        m.profile,
+        m.device,
+        gemm.join(", ")
     );
-    out.push_str("| row | batch | T | width | rate | unit | min ms | median ms | blocks × its |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| row | batch | T | width | rate | unit | min ms | median ms | matmul GFLOP/it | matmul GFLOP/s | blocks × its |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {} × {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {:.4} | {:.1} | {} × {} |\n",
             r.name,
             r.batch,
             r.n_steps,
@@ -369,6 +443,8 @@ pub fn to_markdown(report: &BenchReport) -> String {
             r.unit,
             r.min_s * 1e3,
             r.median_s * 1e3,
+            r.matmul_gflop,
+            r.matmul_gflops,
             r.repeats,
             r.iterations_per_repeat
         ));
