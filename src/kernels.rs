@@ -21,7 +21,7 @@ use std::mem::MaybeUninit;
 use dfdx::prelude::*;
 
 use crate::nn::{Activation, Mlp};
-use crate::tensor::Matrix;
+use crate::tensor::{Matrix, Vector};
 
 /// A read-only view of a CPU matrix's storage when it is dense and row-major (what every
 /// op here produces), without a copy; `None` for broadcast or strided views.
@@ -442,78 +442,247 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     let out_ghost = out.ghost();
     let x_ghost = x.ghost();
     tape.add_backward_op(move |grads| {
-        let mut g: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+        let upstream: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
         let x_host: Cow<[f32]> =
             host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
-        for l in (0..layers.len()).rev() {
-            let layer = &layers[l];
-            let (n_in, n_out) = *layer.weight.shape();
-            let input: &[f32] = if l == 0 {
-                &x_host
-            } else {
-                &hidden_inputs[l - 1]
-            };
-            {
-                let grad_weight = grads.get_or_alloc_mut(&layer.weight)?;
-                // dW += aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
-                matmul(
-                    (n_in, rows, n_out),
-                    true,
-                    input,
-                    (1, n_in as isize),
-                    &g,
-                    (n_out as isize, 1),
-                    grad_weight,
-                );
-            }
-            {
-                let grad_bias = grads.get_or_alloc_mut(&layer.bias)?;
-                for row in g.chunks_exact(n_out) {
-                    for (b, v) in grad_bias.iter_mut().zip(row) {
-                        *b += v;
-                    }
-                }
-            }
-            let weight = host_view(&layer.weight)
-                .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
-            // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
-            if l == 0 {
-                let grad_x = grads.get_or_alloc_mut(&x_ghost)?;
-                matmul(
-                    (rows, n_out, n_in),
-                    true,
-                    &g,
-                    (n_out as isize, 1),
-                    &weight,
-                    (1, n_out as isize),
-                    grad_x,
-                );
-            } else {
-                let mut upstream = matmul_new(
-                    (rows, n_out, n_in),
-                    &g,
-                    (n_out as isize, 1),
-                    &weight,
-                    (1, n_out as isize),
-                );
-                match activation {
-                    Activation::Relu => {
-                        for (u, &h) in upstream.iter_mut().zip(&hidden_inputs[l - 1]) {
-                            if h <= 0.0 {
-                                *u = 0.0;
-                            }
-                        }
-                    }
-                    Activation::Silu => {
-                        silu_backward(&mut upstream, &sigmoids[l - 1], &hidden_inputs[l - 1])
-                    }
-                }
-                g = upstream;
-            }
-        }
+        let grad_input = mlp_backward(
+            grads,
+            &layers,
+            activation,
+            &x_host,
+            &hidden_inputs,
+            &sigmoids,
+            upstream,
+        )?;
+        add_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_input);
         Ok(())
     });
     out.put_tape(tape)
+}
+
+multiversion! {
+    /// `dst += src`, element-wise.
+    fn add_into(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+}
+
+/// Back-propagates `upstream` (`rows × outputs`, the gradient of the MLP's output)
+/// through the layers: adds every weight and bias gradient into `grads` and returns the
+/// gradient of the input (`rows × inputs`). `hidden_inputs[l]` is the input of layer
+/// `l + 1` (the activation of hidden layer l); `sigmoids` holds SiLU's kept sigmoids.
+fn mlp_backward(
+    grads: &mut Gradients<f32, Cpu>,
+    layers: &[crate::nn::Linear<Cpu>],
+    activation: Activation,
+    x_host: &[f32],
+    hidden_inputs: &[Vec<f32>],
+    sigmoids: &[Vec<f32>],
+    upstream: Vec<f32>,
+) -> Result<Vec<f32>, CpuError> {
+    let rows = x_host.len() / layers.first().map_or(1, |l| l.inputs()).max(1);
+    let mut g = upstream;
+    for l in (0..layers.len()).rev() {
+        let layer = &layers[l];
+        let (n_in, n_out) = *layer.weight.shape();
+        let input: &[f32] = if l == 0 {
+            x_host
+        } else {
+            &hidden_inputs[l - 1]
+        };
+        // dW += aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
+        matmul(
+            (n_in, rows, n_out),
+            true,
+            input,
+            (1, n_in as isize),
+            &g,
+            (n_out as isize, 1),
+            grads.get_or_alloc_mut(&layer.weight)?,
+        );
+        let grad_bias = grads.get_or_alloc_mut(&layer.bias)?;
+        for row in g.chunks_exact(n_out) {
+            add_into(grad_bias, row);
+        }
+        let weight = host_view(&layer.weight)
+            .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
+        // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
+        let mut below = matmul_new(
+            (rows, n_out, n_in),
+            &g,
+            (n_out as isize, 1),
+            &weight,
+            (1, n_out as isize),
+        );
+        if l > 0 {
+            match activation {
+                Activation::Relu => relu_mask(&mut below, &hidden_inputs[l - 1]),
+                Activation::Silu => {
+                    silu_backward(&mut below, &sigmoids[l - 1], &hidden_inputs[l - 1])
+                }
+            }
+        }
+        g = below;
+    }
+    Ok(g)
+}
+
+multiversion! {
+    /// `g ← g · [h > 0]`: ReLU's derivative read off its output (a select on every
+    /// element: a conditional store kept the loop scalar, 29% of a DDAEBM step).
+    fn relu_mask(g: &mut [f32], h: &[f32]) {
+        for (g, &h) in g.iter_mut().zip(h) {
+            *g = if h > 0.0 { *g } else { 0.0 };
+        }
+    }
+}
+
+/// For a ReLU MLP with one output, `D(x)` per row and its input gradient `∇_x D`
+/// restricted to the first `dim` columns, both differentiable in the weights, as one op
+/// (DDAEBM's R1 penalty needs `‖∇_x D‖²` as a function of φ; dfdx has no double
+/// backward). The forward and the chain `g ← (g ⊙ [a_l > 0]) W_lᵀ` run on host buffers,
+/// and the backward closure adds both paths into the weight gradients: the value's
+/// (ordinary backprop) and the chain's (`dW_l += Pᵀ δ_l`, `P ← (P W_l) ⊙ [a_l > 0]`,
+/// the top weight through the column sums of P). ReLU's masks are constant, so the
+/// chain sends nothing into biases or the input, as double backward through a ReLU
+/// does in PyTorch. The value carries an empty tape and the gradient the whole one, as
+/// the composed version in `denoise-gym-agents` (`StepEnergy::value_and_input_gradient`).
+pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
+    mlp: &Mlp<Cpu>,
+    x: Matrix<Cpu, T>,
+    dim: usize,
+) -> (Vector<Cpu, T>, Matrix<Cpu, T>) {
+    assert_eq!(mlp.activation, Activation::Relu, "a ReLU network");
+    assert_eq!(
+        mlp.layers.last().map(|l| l.outputs()),
+        Some(1),
+        "one output"
+    );
+    let dev = x.device().clone();
+    let (rows, inputs) = *x.shape();
+    assert!(dim <= inputs, "dim within the input width");
+    let (x, mut tape) = x.split_tape();
+    let n_layers = mlp.layers.len();
+    let x_host: Cow<[f32]> = host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+    let weights: Vec<Cow<[f32]>> = mlp
+        .layers
+        .iter()
+        .map(|l| host_view(&l.weight).map_or_else(|| Cow::Owned(l.weight.as_vec()), Cow::Borrowed))
+        .collect();
+    let mut activations: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
+    let mut value = Vec::new();
+    for (l, layer) in mlp.layers.iter().enumerate() {
+        let (n_in, n_out) = *layer.weight.shape();
+        let bias =
+            host_view(&layer.bias).map_or_else(|| Cow::Owned(layer.bias.as_vec()), Cow::Borrowed);
+        let input: &[f32] = if l == 0 { &x_host } else { &activations[l - 1] };
+        let mut z = matmul_new(
+            (rows, n_in, n_out),
+            input,
+            (n_in as isize, 1),
+            &weights[l],
+            (n_out as isize, 1),
+        );
+        if l + 1 < n_layers {
+            add_bias_relu(&mut z, &bias);
+            activations.push(z);
+        } else {
+            add_bias(&mut z, &bias);
+            value = z;
+        }
+    }
+    // ∂D/∂a_{L-1} = W_Lᵀ for every row, then down the hidden layers.
+    let top = &weights[n_layers - 1];
+    let mut g: Vec<f32> = Vec::with_capacity(rows * top.len());
+    for _ in 0..rows {
+        g.extend_from_slice(top);
+    }
+    let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
+    for l in (0..n_layers - 1).rev() {
+        let (n_in, n_out) = *mlp.layers[l].weight.shape();
+        relu_mask(&mut g, &activations[l]);
+        let below = matmul_new(
+            (rows, n_out, n_in),
+            &g,
+            (n_out as isize, 1),
+            &weights[l],
+            (1, n_out as isize),
+        );
+        deltas.push(std::mem::replace(&mut g, below));
+    }
+    deltas.reverse();
+    let gradient_data: Vec<f32> = g
+        .chunks_exact(inputs)
+        .flat_map(|row| row[..dim].iter().copied())
+        .collect();
+    drop(weights);
+    drop(x_host);
+    let value = dev.tensor_from_vec(value, (rows,));
+    let gradient = dev.tensor_from_vec(gradient_data, (rows, dim));
+    if !T::OWNS_TAPE {
+        return (value.put_tape(T::default()), gradient.put_tape(tape));
+    }
+    let layers = mlp.layers.clone();
+    let (value_ghost, gradient_ghost, x_ghost) = (value.ghost(), gradient.ghost(), x.ghost());
+    tape.add_backward_op(move |grads| {
+        let grad_value: Vec<f32> = grads.get_or_alloc_mut(&value_ghost)?.to_vec();
+        let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
+        let x_host: Cow<[f32]> =
+            host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+        // The value's path: ordinary backprop.
+        let grad_input = mlp_backward(
+            grads,
+            &layers,
+            Activation::Relu,
+            &x_host,
+            &activations,
+            &[],
+            grad_value,
+        )?;
+        add_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_input);
+        // The chain's path, from the input side up: P = ∂L/∂g_l.
+        let mut p = vec![0.0f32; rows * inputs];
+        for (row, upstream) in p
+            .chunks_exact_mut(inputs)
+            .zip(grad_gradient.chunks_exact(dim))
+        {
+            row[..dim].copy_from_slice(upstream);
+        }
+        for l in 0..n_layers - 1 {
+            let layer = &layers[l];
+            let (n_in, n_out) = *layer.weight.shape();
+            // g_l = δ_l W_lᵀ: dW_l += Pᵀ δ_l, ∂L/∂δ_l = P W_l.
+            matmul(
+                (n_in, rows, n_out),
+                true,
+                &p,
+                (1, n_in as isize),
+                &deltas[l],
+                (n_out as isize, 1),
+                grads.get_or_alloc_mut(&layer.weight)?,
+            );
+            let weight = host_view(&layer.weight)
+                .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
+            let mut above = matmul_new(
+                (rows, n_in, n_out),
+                &p,
+                (n_in as isize, 1),
+                &weight,
+                (n_out as isize, 1),
+            );
+            relu_mask(&mut above, &activations[l]);
+            p = above;
+        }
+        // The chain started from W_Lᵀ broadcast over rows: its gradient is P's column sums.
+        let top = grads.get_or_alloc_mut(&layers[n_layers - 1].weight)?;
+        for row in p.chunks_exact(top.len()) {
+            add_into(top, row);
+        }
+        Ok(())
+    });
+    (value.put_tape(T::default()), gradient.put_tape(tape))
 }
 
 /// One Adam step on one parameter, in place: the same f32 operations, in the same order,

@@ -43,6 +43,19 @@ pub trait Backend: Device<f32> + Default {
     fn squared_norm(x: &Matrix<Self>) -> f64 {
         x.clone().square().sum::<(), _>().as_vec()[0] as f64
     }
+
+    /// A one-output ReLU MLP's value per row and its input gradient (first `dim`
+    /// columns), both traced in the weights, as one fused op (DDAEBM's R1; see
+    /// [`crate::kernels::relu_mlp_value_and_input_gradient`]). `Err` hands the input back
+    /// where the device has no such kernel, for the caller's composed version.
+    #[allow(clippy::type_complexity)]
+    fn relu_mlp_value_and_input_gradient<T: Tape<f32, Self> + Merge<T>>(
+        _mlp: &Mlp<Self>,
+        x: Matrix<Self, T>,
+        _dim: usize,
+    ) -> std::result::Result<(Vector<Self, T>, Matrix<Self, T>), Matrix<Self, T>> {
+        Err(x)
+    }
 }
 
 impl Backend for Cpu {
@@ -80,6 +93,16 @@ impl Backend for Cpu {
 
     fn squared_norm(x: &Matrix<Self>) -> f64 {
         crate::kernels::squared_norm(x)
+    }
+
+    fn relu_mlp_value_and_input_gradient<T: Tape<f32, Self> + Merge<T>>(
+        mlp: &Mlp<Self>,
+        x: Matrix<Self, T>,
+        dim: usize,
+    ) -> std::result::Result<(Vector<Self, T>, Matrix<Self, T>), Matrix<Self, T>> {
+        Ok(crate::kernels::relu_mlp_value_and_input_gradient(
+            mlp, x, dim,
+        ))
     }
 }
 

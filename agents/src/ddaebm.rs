@@ -229,15 +229,50 @@ impl<D: Backend> StepEnergy<D> {
     /// pre-activations), so a loss may use the gradient alone, or both; the returned value
     /// carries a fresh tape and only reaches φ in a loss that also uses the gradient (use
     /// [`StepEnergy::forward`] for the value alone).
+    ///
+    /// A ReLU network on a device with a fused kernel (the CPU) computes both in one op
+    /// ([`Backend::relu_mlp_value_and_input_gradient`]); the rest compose it from dfdx ops
+    /// ([`StepEnergy::value_and_input_gradient_composed`], the reference it is tested
+    /// against).
     pub fn value_and_input_gradient<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
         &self,
         x: Matrix<D, T>,
         steps: &[usize],
     ) -> (Vector<D, T>, Matrix<D, T>) {
-        let rows = x.shape().0;
+        let input = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
+        if self.net.activation != Activation::Relu {
+            return self.chain_composed(input);
+        }
+        match D::relu_mlp_value_and_input_gradient(&self.net, input, self.dim) {
+            Ok(pair) => pair,
+            Err(input) => self.chain_composed(input),
+        }
+    }
+
+    /// [`StepEnergy::value_and_input_gradient`] composed of dfdx ops, for every device and
+    /// activation.
+    pub fn value_and_input_gradient_composed<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x: Matrix<D, T>,
+        steps: &[usize],
+    ) -> (Vector<D, T>, Matrix<D, T>) {
+        self.chain_composed(with_time_embedding(
+            x,
+            steps,
+            self.n_steps,
+            self.time_embed_dim,
+        ))
+    }
+
+    /// The value and input gradient from the network's input `[x, emb(s)]`, as dfdx ops.
+    fn chain_composed<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        input: Matrix<D, T>,
+    ) -> (Vector<D, T>, Matrix<D, T>) {
+        let rows = input.shape().0;
         let layers = &self.net.layers;
         let last = layers.len() - 1;
-        let mut h = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
+        let mut h = input;
         let mut pre_activations = Vec::with_capacity(last);
         for (k, layer) in layers.iter().enumerate() {
             h = layer.forward(h);

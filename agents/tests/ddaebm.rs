@@ -386,3 +386,57 @@ fn one_training_iteration_moves_every_parameter_group() {
         .train_step(&normal_matrix(&dev, &mut rng, 4, 3), &mut rng, 2)
         .is_err());
 }
+
+#[test]
+fn fused_relu_value_and_input_gradient_equals_the_composed_ops() {
+    // The CPU's fused kernel against the dfdx-op version, on a loss that uses both outputs
+    // (as L_D with R1 does): the same values and the same gradient of every weight.
+    let dev = Dev::default();
+    let mut rng = seeded(5, 0);
+    let energy = StepEnergy::<Dev>::new(&dev, &spec(Activation::Relu), 4, &mut rng);
+    let (x, _, ts) = batch();
+    let steps: Vec<usize> = ts.iter().map(|t| t - 1).collect();
+    let weights_value = host(vec![0.3, -1.2, 0.7, 2.0, -0.4], 5, 1).reshape_like(&(5,));
+    let weights_gradient = normal_matrix(&dev, &mut seeded(6, 0), 5, 2);
+    let run = |fused: bool| {
+        let traced = x.clone().traced(Gradients::leaky());
+        let (value, gradient) = if fused {
+            energy.value_and_input_gradient(traced, &steps)
+        } else {
+            energy.value_and_input_gradient_composed(traced, &steps)
+        };
+        let outputs = (value.as_vec(), gradient.as_vec());
+        let loss = (value * weights_value.clone()).sum()
+            + (gradient.square() * weights_gradient.clone()).sum();
+        let mut grads = loss.backward();
+        let parameter_grads = gradients_of(&mut grads, &energy.parameters()).unwrap();
+        (
+            outputs,
+            parameter_grads
+                .iter()
+                .map(|g| g.as_vec())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ((fused_value, fused_gradient), fused_grads) = run(true);
+    let ((value, gradient), grads) = run(false);
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * scale,
+                "{what}: fused {x} vs composed {y}"
+            );
+        }
+    };
+    close(&fused_value, &value, "D");
+    close(&fused_gradient, &gradient, "∇_x D");
+    let names = energy.parameter_names();
+    for ((f, c), name) in fused_grads.iter().zip(&grads).zip(&names) {
+        assert!(
+            c.iter().any(|v| *v != 0.0),
+            "{name}: zero gradient compares nothing"
+        );
+        close(f, c, name);
+    }
+}
