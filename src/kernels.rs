@@ -57,6 +57,11 @@ pub fn host_view<T>(t: &Tensor<(usize, usize), f32, Cpu, T>) -> Option<&[f32]> {
     dense.then(|| unsafe { std::slice::from_raw_parts(first, rows * cols) })
 }
 
+/// A CPU matrix's elements in row-major order: borrowed when dense, else copied.
+fn host_data<T>(t: &Tensor<(usize, usize), f32, Cpu, T>) -> Cow<'_, [f32]> {
+    host_view(t).map_or_else(|| Cow::Owned(t.as_vec()), Cow::Borrowed)
+}
+
 /// The storage of a dense CPU matrix, mutably (copied first if another tensor shares it,
 /// as dfdx's own in-place ops do); `None` for broadcast or strided views.
 pub fn host_view_mut(t: &mut Matrix<Cpu>) -> Option<&mut [f32]> {
@@ -381,14 +386,12 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     // each hidden layer's sigmoid.
     let mut hidden_inputs: Vec<Vec<f32>> = Vec::new();
     let mut sigmoids: Vec<Vec<f32>> = Vec::new();
-    let x_host: Cow<[f32]> = host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+    let x_host: Cow<[f32]> = host_data(&x);
     let mut current: Option<Vec<f32>> = None;
     for (l, layer) in mlp.layers.iter().enumerate() {
         let (n_in, n_out) = *layer.weight.shape();
-        let weight = host_view(&layer.weight)
-            .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
-        let bias =
-            host_view(&layer.bias).map_or_else(|| Cow::Owned(layer.bias.as_vec()), Cow::Borrowed);
+        let weight = host_data(&layer.weight);
+        let bias = host_data(&layer.bias);
         // The bias is added in the activation's pass over the product, as dfdx adds it
         // after the matmul.
         let input: &[f32] = current.as_deref().unwrap_or(&x_host);
@@ -443,8 +446,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     let x_ghost = x.ghost();
     tape.add_backward_op(move |grads| {
         let upstream: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
-        let x_host: Cow<[f32]> =
-            host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+        let x_host: Cow<[f32]> = host_data(&x);
         let grad_input = mlp_backward(
             grads,
             &layers,
@@ -506,8 +508,7 @@ fn mlp_backward(
         for row in g.chunks_exact(n_out) {
             add_into(grad_bias, row);
         }
-        let weight = host_view(&layer.weight)
-            .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
+        let weight = host_data(&layer.weight);
         // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
         let mut below = matmul_new(
             (rows, n_out, n_in),
@@ -565,18 +566,13 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     assert!(dim <= inputs, "dim within the input width");
     let (x, mut tape) = x.split_tape();
     let n_layers = mlp.layers.len();
-    let x_host: Cow<[f32]> = host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
-    let weights: Vec<Cow<[f32]>> = mlp
-        .layers
-        .iter()
-        .map(|l| host_view(&l.weight).map_or_else(|| Cow::Owned(l.weight.as_vec()), Cow::Borrowed))
-        .collect();
+    let x_host: Cow<[f32]> = host_data(&x);
+    let weights: Vec<Cow<[f32]>> = mlp.layers.iter().map(|l| host_data(&l.weight)).collect();
     let mut activations: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
     let mut value = Vec::new();
     for (l, layer) in mlp.layers.iter().enumerate() {
         let (n_in, n_out) = *layer.weight.shape();
-        let bias =
-            host_view(&layer.bias).map_or_else(|| Cow::Owned(layer.bias.as_vec()), Cow::Borrowed);
+        let bias = host_data(&layer.bias);
         let input: &[f32] = if l == 0 { &x_host } else { &activations[l - 1] };
         let mut z = matmul_new(
             (rows, n_in, n_out),
@@ -629,8 +625,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     tape.add_backward_op(move |grads| {
         let grad_value: Vec<f32> = grads.get_or_alloc_mut(&value_ghost)?.to_vec();
         let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
-        let x_host: Cow<[f32]> =
-            host_view(&x).map_or_else(|| Cow::Owned(x.as_vec()), Cow::Borrowed);
+        let x_host: Cow<[f32]> = host_data(&x);
         // The value's path: ordinary backprop.
         let grad_input = mlp_backward(
             grads,
@@ -663,8 +658,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
                 (n_out as isize, 1),
                 grads.get_or_alloc_mut(&layer.weight)?,
             );
-            let weight = host_view(&layer.weight)
-                .map_or_else(|| Cow::Owned(layer.weight.as_vec()), Cow::Borrowed);
+            let weight = host_data(&layer.weight);
             let mut above = matmul_new(
                 (rows, n_in, n_out),
                 &p,

@@ -31,12 +31,7 @@ pub trait Backend: Device<f32> + Default {
         lr_t: f32,
         eps_t: f32,
     ) {
-        let (moment1, moment2) = moments;
-        let [beta1, beta2] = betas;
-        moment1.axpy(beta1, grad, 1.0 - beta1);
-        moment2.axpy(beta2, &grad.clone().square(), 1.0 - beta2);
-        let direction = moment1.clone() / (moment2.clone().sqrt() + eps_t);
-        param.axpy(1.0, &direction, -lr_t);
+        composed_adam_step(param, grad, moments, betas, lr_t, eps_t);
     }
 
     /// `Σ x²` over the elements of a matrix.
@@ -56,6 +51,24 @@ pub trait Backend: Device<f32> + Default {
     ) -> std::result::Result<(Vector<Self, T>, Matrix<Self, T>), Matrix<Self, T>> {
         Err(x)
     }
+}
+
+/// Adam's step as dfdx ops (the default of [`Backend::adam_step`], and the CPU's fallback
+/// for a buffer that is not dense).
+fn composed_adam_step<D: Device<f32>>(
+    param: &mut Matrix<D>,
+    grad: &Matrix<D>,
+    moments: (&mut Matrix<D>, &mut Matrix<D>),
+    betas: [f64; 2],
+    lr_t: f32,
+    eps_t: f32,
+) {
+    let (moment1, moment2) = moments;
+    let [beta1, beta2] = betas;
+    moment1.axpy(beta1, grad, 1.0 - beta1);
+    moment2.axpy(beta2, &grad.clone().square(), 1.0 - beta2);
+    let direction = moment1.clone() / (moment2.clone().sqrt() + eps_t);
+    param.axpy(1.0, &direction, -lr_t);
 }
 
 impl Backend for Cpu {
@@ -83,11 +96,7 @@ impl Backend for Cpu {
             lr_t,
             eps_t,
         ) {
-            let [beta1, beta2] = betas;
-            moment1.axpy(beta1, grad, 1.0 - beta1);
-            moment2.axpy(beta2, &grad.clone().square(), 1.0 - beta2);
-            let direction = moment1.clone() / (moment2.clone().sqrt() + eps_t);
-            param.axpy(1.0, &direction, -lr_t);
+            composed_adam_step(param, grad, (moment1, moment2), betas, lr_t, eps_t);
         }
     }
 
