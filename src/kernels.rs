@@ -195,18 +195,12 @@ multiversion! {
     }
 }
 
-/// Below this many multiply-adds a matmul runs on one thread. Measured with `dgym bench`
-/// on the 2-core machine, interleaving runs: a threshold of 2^21 (every 256 × 128 × 128
-/// product split) made DSM and GCD steps at batch 256 25% slower, 2^26 (only batch-4096
-/// products) kept batch 256 unchanged and made batch 4096 15-30% faster.
-const PARALLEL_MATMUL_MIN_WORK: usize = 1 << 26;
-
 /// Multiply-adds done by [`matmul`] since the process started (what `dgym bench`
 /// divides by time to report the achieved matmul rate).
 static MULTIPLY_ADDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Multiply-adds of every matmul the fused kernels have run so far (dfdx's own matmuls,
-/// e.g. DDAEBM's input-gradient ops, are not counted).
+/// Multiply-adds of every matmul the fused kernels have run so far (dfdx's own matmuls
+/// are not counted).
 pub fn multiply_adds() -> u64 {
     MULTIPLY_ADDS.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -229,28 +223,10 @@ pub fn matmul_dense(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mu
     );
 }
 
-/// A raw pointer that may cross to another rayon thread; the two halves of a split
-/// matmul write disjoint blocks of the destination.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to hand disjoint output blocks to the two sides of `rayon::join`.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so that closures capture the whole `SendPtr`, not the
-    /// raw field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `dst (m × n) = [dst +] a · b` on row-major buffers, with `a` read as `m × k` through
-/// its strides `(row, column)` and `b` as `k × n`.
-///
-/// gemm's own threading splits inside one product and, at these sizes (k and n of 2 to
-/// 300), was slower on 2 threads than on 1; here a large product is instead cut in two
-/// along its longer output side and each half runs single-threaded on its own core.
+/// its strides `(row, column)` and `b` as `k × n`, on the calling thread: gemm's own
+/// threading splits inside one product and, at these sizes (k and n of 2 to 300), was
+/// slower on 2 threads than on 1; the MLP kernels split whole passes by rows instead.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     (m, k, n): (usize, usize, usize),
@@ -332,24 +308,20 @@ unsafe fn matmul_raw(
         return;
     }
     MULTIPLY_ADDS.fetch_add((m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
-    let threads = rayon::current_num_threads();
-    let dst = SendPtr(dst);
-    // SAFETY: `a` and `b` hold the elements their shapes and strides reach (the callers
-    // pass whole row-major buffers of those shapes), `dst` holds m × n, and the blocks
-    // below partition dst's rows or columns, so concurrent writes never overlap.
-    let block = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| unsafe {
+    // SAFETY: as the function's contract says.
+    unsafe {
         gemm::gemm(
-            rows.len(),
-            cols.len(),
+            m,
+            n,
             k,
-            dst.get().add(rows.start * n + cols.start),
+            dst,
             1,
             n as isize,
             accumulate,
-            a.as_ptr().offset(rows.start as isize * a_strides.0),
+            a.as_ptr(),
             a_strides.1,
             a_strides.0,
-            b.as_ptr().offset(cols.start as isize * b_strides.1),
+            b.as_ptr(),
             b_strides.1,
             b_strides.0,
             1.0,
@@ -359,67 +331,82 @@ unsafe fn matmul_raw(
             false,
             gemm::Parallelism::None,
         );
-    };
-    if threads < 2 || m * n * k < PARALLEL_MATMUL_MIN_WORK {
-        block(0..m, 0..n);
-    } else if m >= n {
-        let half = m / 2;
-        rayon::join(|| block(0..half, 0..n), || block(half..m, 0..n));
-    } else {
-        let half = n / 2;
-        rayon::join(|| block(0..m, 0..half), || block(0..m, half..n));
     }
 }
 
-/// The MLP's forward pass on the CPU as one fused op; with a tape, one backward closure
-/// computes every gradient (see the module doc).
-pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
-    mlp: &Mlp<Cpu>,
-    x: Matrix<Cpu, T>,
-) -> Matrix<Cpu, T> {
-    let dev = x.device().clone();
-    let rows = x.shape().0;
-    let (x, mut tape) = x.split_tape();
-    let n_layers = mlp.layers.len();
-    let activation = mlp.activation;
-    // What backward needs: each layer's input (the first is `x` itself) and, for SiLU,
-    // each hidden layer's sigmoid.
-    let mut hidden_inputs: Vec<Vec<f32>> = Vec::new();
-    let mut sigmoids: Vec<Vec<f32>> = Vec::new();
-    let x_host: Cow<[f32]> = host_data(&x);
+/// An MLP call with at least this many multiply-adds (rows × the network's weights) runs
+/// its rows in two halves, one per core, forward and backward: one fork per pass rather
+/// than one per product, since waking a parked worker on this 2-core VM costs 30-100 µs
+/// (measured with `rayon::join` after idle gaps of 50-250 µs). Measured with `dgym bench`,
+/// interleaved runs: at 2^23 (a batch-256 pass of the 128-wide policy splits) GCD went
+/// from 100-108 to 134-158 it/s at batch 256 and from 25-29 to 38-44 at 1024; splitting
+/// every product inside one pass instead had made batch 256 25% slower.
+const PARALLEL_MLP_MIN_WORK: usize = 1 << 23;
+
+/// One layer's weights on the host: `(W, b, inputs, outputs)`.
+type HostLayer<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, usize, usize);
+
+fn host_layers(mlp: &Mlp<Cpu>) -> Vec<HostLayer<'_>> {
+    mlp.layers
+        .iter()
+        .map(|l| {
+            let (n_in, n_out) = *l.weight.shape();
+            (host_data(&l.weight), host_data(&l.bias), n_in, n_out)
+        })
+        .collect()
+}
+
+/// A block of rows' forward pass: the output and what backward needs (each layer's
+/// input after the first, and SiLU's sigmoids).
+struct ForwardBlock {
+    rows: usize,
+    output: Vec<f32>,
+    hidden_inputs: Vec<Vec<f32>>,
+    sigmoids: Vec<Vec<f32>>,
+}
+
+/// The forward pass of `rows` rows of `x` (`rows × inputs`, row-major); `keep` keeps
+/// what backward needs.
+fn forward_block(
+    layers: &[HostLayer<'_>],
+    activation: Activation,
+    x: &[f32],
+    rows: usize,
+    keep: bool,
+) -> ForwardBlock {
+    let mut hidden_inputs = Vec::new();
+    let mut sigmoids = Vec::new();
     let mut current: Option<Vec<f32>> = None;
-    for (l, layer) in mlp.layers.iter().enumerate() {
-        let (n_in, n_out) = *layer.weight.shape();
-        let weight = host_data(&layer.weight);
-        let bias = host_data(&layer.bias);
+    for (l, (weight, bias, n_in, n_out)) in layers.iter().enumerate() {
+        let (n_in, n_out) = (*n_in, *n_out);
+        let input: &[f32] = current.as_deref().unwrap_or(x);
         // The bias is added in the activation's pass over the product, as dfdx adds it
         // after the matmul.
-        let input: &[f32] = current.as_deref().unwrap_or(&x_host);
         let mut z = matmul_new(
             (rows, n_in, n_out),
             input,
             (n_in as isize, 1),
-            &weight,
+            weight,
             (n_out as isize, 1),
         );
         if let Some(previous) = current.take() {
-            if T::OWNS_TAPE {
+            if keep {
                 hidden_inputs.push(previous);
             }
         }
-        let output = if l + 1 == n_layers {
-            add_bias(&mut z, &bias);
+        let output = if l + 1 == layers.len() {
+            add_bias(&mut z, bias);
             z
         } else {
             match activation {
                 Activation::Relu => {
-                    add_bias_relu(&mut z, &bias);
+                    add_bias_relu(&mut z, bias);
                     z
                 }
-                Activation::Silu if T::OWNS_TAPE => {
+                Activation::Silu if keep => {
                     let len = z.len();
                     let mut h: Vec<f32> = Vec::with_capacity(len);
-                    add_bias_silu_keep_sigmoid(&mut z, &bias, &mut h.spare_capacity_mut()[..len]);
+                    add_bias_silu_keep_sigmoid(&mut z, bias, &mut h.spare_capacity_mut()[..len]);
                     // SAFETY: the pass above wrote all `len` elements (z's length is a
                     // multiple of the bias length: rows × n_out).
                     unsafe { h.set_len(len) };
@@ -427,36 +414,188 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
                     h
                 }
                 Activation::Silu => {
-                    add_bias_silu(&mut z, &bias);
+                    add_bias_silu(&mut z, bias);
                     z
                 }
             }
         };
         current = Some(output);
     }
-    let n_out = mlp.layers.last().map_or(x.shape().1, |l| l.outputs());
-    let output_data = current.unwrap_or_else(|| x_host.to_vec());
-    drop(x_host);
+    ForwardBlock {
+        rows,
+        output: current.unwrap_or_else(|| x.to_vec()),
+        hidden_inputs,
+        sigmoids,
+    }
+}
+
+/// The gradients one block of rows contributes.
+struct BlockGradients {
+    weights: Vec<Vec<f32>>,
+    biases: Vec<Vec<f32>>,
+    input: Vec<f32>,
+}
+
+/// Back-propagates `upstream` (the block's `rows × outputs` output gradient) through the
+/// layers: every weight's and bias's gradient over the block's rows, and the gradient of
+/// its input (`rows × inputs`).
+fn backward_block(
+    layers: &[HostLayer<'_>],
+    activation: Activation,
+    x: &[f32],
+    block: &ForwardBlock,
+    upstream: &[f32],
+) -> BlockGradients {
+    let rows = block.rows;
+    let mut weights = vec![Vec::new(); layers.len()];
+    let mut biases = vec![Vec::new(); layers.len()];
+    let mut g = upstream.to_vec();
+    for l in (0..layers.len()).rev() {
+        let (weight, _, n_in, n_out) = &layers[l];
+        let (n_in, n_out) = (*n_in, *n_out);
+        let input: &[f32] = if l == 0 {
+            x
+        } else {
+            &block.hidden_inputs[l - 1]
+        };
+        // dW = aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
+        weights[l] = matmul_new(
+            (n_in, rows, n_out),
+            input,
+            (1, n_in as isize),
+            &g,
+            (n_out as isize, 1),
+        );
+        let mut bias = vec![0.0; n_out];
+        for row in g.chunks_exact(n_out) {
+            add_into(&mut bias, row);
+        }
+        biases[l] = bias;
+        // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
+        let mut below = matmul_new(
+            (rows, n_out, n_in),
+            &g,
+            (n_out as isize, 1),
+            weight,
+            (1, n_out as isize),
+        );
+        if l > 0 {
+            match activation {
+                Activation::Relu => relu_mask(&mut below, &block.hidden_inputs[l - 1]),
+                Activation::Silu => silu_backward(
+                    &mut below,
+                    &block.sigmoids[l - 1],
+                    &block.hidden_inputs[l - 1],
+                ),
+            }
+        }
+        g = below;
+    }
+    BlockGradients {
+        weights,
+        biases,
+        input: g,
+    }
+}
+
+/// Adds a block's weight and bias gradients into `grads`.
+fn accumulate(
+    grads: &mut Gradients<f32, Cpu>,
+    layers: &[crate::nn::Linear<Cpu>],
+    block: &BlockGradients,
+) -> Result<(), CpuError> {
+    for (l, layer) in layers.iter().enumerate() {
+        add_into(grads.get_or_alloc_mut(&layer.weight)?, &block.weights[l]);
+        add_into(grads.get_or_alloc_mut(&layer.bias)?, &block.biases[l]);
+    }
+    Ok(())
+}
+
+/// The MLP's forward pass on the CPU as one fused op; with a tape, one backward closure
+/// computes every gradient (see the module doc). Large calls run in two row blocks, one
+/// per core ([`PARALLEL_MLP_MIN_WORK`]).
+pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
+    mlp: &Mlp<Cpu>,
+    x: Matrix<Cpu, T>,
+) -> Matrix<Cpu, T> {
+    let dev = x.device().clone();
+    let (rows, inputs) = *x.shape();
+    let (x, mut tape) = x.split_tape();
+    let activation = mlp.activation;
+    let n_out = mlp.layers.last().map_or(inputs, |l| l.outputs());
+    let weights_per_row: usize = mlp.layers.iter().map(|l| l.inputs() * l.outputs()).sum();
+    let split = rayon::current_num_threads() >= 2
+        && rows >= 2
+        && rows * weights_per_row >= PARALLEL_MLP_MIN_WORK;
+    let blocks: Vec<ForwardBlock> = {
+        let layers = host_layers(mlp);
+        let x_host = host_data(&x);
+        if split {
+            let half = rows / 2;
+            let (top, bottom) = x_host.split_at(half * inputs);
+            let (a, b) = rayon::join(
+                || forward_block(&layers, activation, top, half, T::OWNS_TAPE),
+                || forward_block(&layers, activation, bottom, rows - half, T::OWNS_TAPE),
+            );
+            vec![a, b]
+        } else {
+            vec![forward_block(
+                &layers,
+                activation,
+                &x_host,
+                rows,
+                T::OWNS_TAPE,
+            )]
+        }
+    };
+    let output_data = if let [single] = &blocks[..] {
+        single.output.clone()
+    } else {
+        blocks
+            .iter()
+            .flat_map(|b| b.output.iter().copied())
+            .collect()
+    };
     let out = dev.tensor_from_vec(output_data, (rows, n_out));
     if !T::OWNS_TAPE {
         return out.put_tape(tape);
     }
-    let layers = mlp.layers.clone();
+    let linear_layers = mlp.layers.clone();
     let out_ghost = out.ghost();
     let x_ghost = x.ghost();
     tape.add_backward_op(move |grads| {
         let upstream: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
-        let x_host: Cow<[f32]> = host_data(&x);
-        let grad_input = mlp_backward(
-            grads,
-            &layers,
-            activation,
-            &x_host,
-            &hidden_inputs,
-            &sigmoids,
-            upstream,
-        )?;
-        add_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_input);
+        let block_grads: Vec<BlockGradients> = {
+            let mlp_view = Mlp {
+                layers: linear_layers.clone(),
+                activation,
+            };
+            let layers = host_layers(&mlp_view);
+            let x_host = host_data(&x);
+            if let [a, b] = &blocks[..] {
+                let (x_top, x_bottom) = x_host.split_at(a.rows * inputs);
+                let (up_top, up_bottom) = upstream.split_at(a.rows * n_out);
+                let (ga, gb) = rayon::join(
+                    || backward_block(&layers, activation, x_top, a, up_top),
+                    || backward_block(&layers, activation, x_bottom, b, up_bottom),
+                );
+                vec![ga, gb]
+            } else {
+                vec![backward_block(
+                    &layers, activation, &x_host, &blocks[0], &upstream,
+                )]
+            }
+        };
+        let mut offset = 0;
+        for block in &block_grads {
+            accumulate(grads, &linear_layers, block)?;
+            let grad_x = grads.get_or_alloc_mut(&x_ghost)?;
+            add_into(
+                &mut grad_x[offset..offset + block.input.len()],
+                &block.input,
+            );
+            offset += block.input.len();
+        }
         Ok(())
     });
     out.put_tape(tape)
@@ -469,65 +608,6 @@ multiversion! {
             *d += s;
         }
     }
-}
-
-/// Back-propagates `upstream` (`rows × outputs`, the gradient of the MLP's output)
-/// through the layers: adds every weight and bias gradient into `grads` and returns the
-/// gradient of the input (`rows × inputs`). `hidden_inputs[l]` is the input of layer
-/// `l + 1` (the activation of hidden layer l); `sigmoids` holds SiLU's kept sigmoids.
-fn mlp_backward(
-    grads: &mut Gradients<f32, Cpu>,
-    layers: &[crate::nn::Linear<Cpu>],
-    activation: Activation,
-    x_host: &[f32],
-    hidden_inputs: &[Vec<f32>],
-    sigmoids: &[Vec<f32>],
-    upstream: Vec<f32>,
-) -> Result<Vec<f32>, CpuError> {
-    let rows = x_host.len() / layers.first().map_or(1, |l| l.inputs()).max(1);
-    let mut g = upstream;
-    for l in (0..layers.len()).rev() {
-        let layer = &layers[l];
-        let (n_in, n_out) = *layer.weight.shape();
-        let input: &[f32] = if l == 0 {
-            x_host
-        } else {
-            &hidden_inputs[l - 1]
-        };
-        // dW += aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
-        matmul(
-            (n_in, rows, n_out),
-            true,
-            input,
-            (1, n_in as isize),
-            &g,
-            (n_out as isize, 1),
-            grads.get_or_alloc_mut(&layer.weight)?,
-        );
-        let grad_bias = grads.get_or_alloc_mut(&layer.bias)?;
-        for row in g.chunks_exact(n_out) {
-            add_into(grad_bias, row);
-        }
-        let weight = host_data(&layer.weight);
-        // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
-        let mut below = matmul_new(
-            (rows, n_out, n_in),
-            &g,
-            (n_out as isize, 1),
-            &weight,
-            (1, n_out as isize),
-        );
-        if l > 0 {
-            match activation {
-                Activation::Relu => relu_mask(&mut below, &hidden_inputs[l - 1]),
-                Activation::Silu => {
-                    silu_backward(&mut below, &sigmoids[l - 1], &hidden_inputs[l - 1])
-                }
-            }
-        }
-        g = below;
-    }
-    Ok(g)
 }
 
 multiversion! {
@@ -627,16 +707,23 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
         let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
         let x_host: Cow<[f32]> = host_data(&x);
         // The value's path: ordinary backprop.
-        let grad_input = mlp_backward(
-            grads,
-            &layers,
-            Activation::Relu,
-            &x_host,
-            &activations,
-            &[],
-            grad_value,
-        )?;
-        add_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_input);
+        let value_block = ForwardBlock {
+            rows,
+            output: Vec::new(),
+            hidden_inputs: activations,
+            sigmoids: Vec::new(),
+        };
+        let value_grads = {
+            let mlp_view = Mlp {
+                layers: layers.clone(),
+                activation: Activation::Relu,
+            };
+            let host = host_layers(&mlp_view);
+            backward_block(&host, Activation::Relu, &x_host, &value_block, &grad_value)
+        };
+        accumulate(grads, &layers, &value_grads)?;
+        add_into(grads.get_or_alloc_mut(&x_ghost)?, &value_grads.input);
+        let activations = value_block.hidden_inputs;
         // The chain's path, from the input side up: P = ∂L/∂g_l.
         let mut p = vec![0.0f32; rows * inputs];
         for (row, upstream) in p

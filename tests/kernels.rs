@@ -85,8 +85,8 @@ fn fused_relu_mlp_matches_composed_forward_and_gradients() {
 }
 
 #[test]
-fn fused_mlp_splits_large_products_across_threads_exactly_as_one() {
-    // Large enough for the two-thread split of the forward and both backward products.
+fn fused_mlp_splits_large_calls_into_two_row_blocks_with_the_same_result() {
+    // 600 rows × 19k weights: above the threshold at which a call runs as two row blocks.
     compare(Activation::Silu, 600, (20, 128, 2, 3));
 }
 
