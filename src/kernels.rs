@@ -346,8 +346,8 @@ const PARALLEL_MLP_MIN_WORK: usize = 1 << 23;
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
 type HostLayer<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, usize, usize);
 
-fn host_layers(mlp: &Mlp<Cpu>) -> Vec<HostLayer<'_>> {
-    mlp.layers
+fn host_layers(layers: &[crate::nn::Linear<Cpu>]) -> Vec<HostLayer<'_>> {
+    layers
         .iter()
         .map(|l| {
             let (n_in, n_out) = *l.weight.shape();
@@ -528,7 +528,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
         && rows >= 2
         && rows * weights_per_row >= PARALLEL_MLP_MIN_WORK;
     let blocks: Vec<ForwardBlock> = {
-        let layers = host_layers(mlp);
+        let layers = host_layers(&mlp.layers);
         let x_host = host_data(&x);
         if split {
             let half = rows / 2;
@@ -566,11 +566,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     tape.add_backward_op(move |grads| {
         let upstream: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
         let block_grads: Vec<BlockGradients> = {
-            let mlp_view = Mlp {
-                layers: linear_layers.clone(),
-                activation,
-            };
-            let layers = host_layers(&mlp_view);
+            let layers = host_layers(&linear_layers);
             let x_host = host_data(&x);
             if let [a, b] = &blocks[..] {
                 let (x_top, x_bottom) = x_host.split_at(a.rows * inputs);
@@ -713,14 +709,13 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
             hidden_inputs: activations,
             sigmoids: Vec::new(),
         };
-        let value_grads = {
-            let mlp_view = Mlp {
-                layers: layers.clone(),
-                activation: Activation::Relu,
-            };
-            let host = host_layers(&mlp_view);
-            backward_block(&host, Activation::Relu, &x_host, &value_block, &grad_value)
-        };
+        let value_grads = backward_block(
+            &host_layers(&layers),
+            Activation::Relu,
+            &x_host,
+            &value_block,
+            &grad_value,
+        );
         accumulate(grads, &layers, &value_grads)?;
         add_into(grads.get_or_alloc_mut(&x_ghost)?, &value_grads.input);
         let activations = value_block.hidden_inputs;
