@@ -513,7 +513,7 @@ fn accumulate(
 
 /// The MLP's forward pass on the CPU as one fused op; with a tape, one backward closure
 /// computes every gradient (see the module doc). Large calls run in two row blocks, one
-/// per core ([`PARALLEL_MLP_MIN_WORK`]).
+/// per core (above 2^23 multiply-adds; see `PARALLEL_MLP_MIN_WORK`).
 pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     mlp: &Mlp<Cpu>,
     x: Matrix<Cpu, T>,
