@@ -527,7 +527,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     let split = rayon::current_num_threads() >= 2
         && rows >= 2
         && rows * weights_per_row >= PARALLEL_MLP_MIN_WORK;
-    let blocks: Vec<ForwardBlock> = {
+    let mut blocks: Vec<ForwardBlock> = {
         let layers = host_layers(&mlp.layers);
         let x_host = host_data(&x);
         if split {
@@ -548,12 +548,13 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
             )]
         }
     };
-    let output_data = if let [single] = &blocks[..] {
-        single.output.clone()
+    // Backward does not read the outputs: move them out rather than copy.
+    let output_data: Vec<f32> = if blocks.len() == 1 {
+        std::mem::take(&mut blocks[0].output)
     } else {
         blocks
-            .iter()
-            .flat_map(|b| b.output.iter().copied())
+            .iter_mut()
+            .flat_map(|b| std::mem::take(&mut b.output))
             .collect()
     };
     let out = dev.tensor_from_vec(output_data, (rows, n_out));
@@ -643,30 +644,11 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     let (x, mut tape) = x.split_tape();
     let n_layers = mlp.layers.len();
     let x_host: Cow<[f32]> = host_data(&x);
-    let weights: Vec<Cow<[f32]>> = mlp.layers.iter().map(|l| host_data(&l.weight)).collect();
-    let mut activations: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
-    let mut value = Vec::new();
-    for (l, layer) in mlp.layers.iter().enumerate() {
-        let (n_in, n_out) = *layer.weight.shape();
-        let bias = host_data(&layer.bias);
-        let input: &[f32] = if l == 0 { &x_host } else { &activations[l - 1] };
-        let mut z = matmul_new(
-            (rows, n_in, n_out),
-            input,
-            (n_in as isize, 1),
-            &weights[l],
-            (n_out as isize, 1),
-        );
-        if l + 1 < n_layers {
-            add_bias_relu(&mut z, &bias);
-            activations.push(z);
-        } else {
-            add_bias(&mut z, &bias);
-            value = z;
-        }
-    }
+    let host = host_layers(&mlp.layers);
+    let mut forward = forward_block(&host, Activation::Relu, &x_host, rows, true);
+    let value = std::mem::take(&mut forward.output);
     // ∂D/∂a_{L-1} = W_Lᵀ for every row, then down the hidden layers.
-    let top = &weights[n_layers - 1];
+    let top = &host[n_layers - 1].0;
     let mut g: Vec<f32> = Vec::with_capacity(rows * top.len());
     for _ in 0..rows {
         g.extend_from_slice(top);
@@ -674,12 +656,12 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
     for l in (0..n_layers - 1).rev() {
         let (n_in, n_out) = *mlp.layers[l].weight.shape();
-        relu_mask(&mut g, &activations[l]);
+        relu_mask(&mut g, &forward.hidden_inputs[l]);
         let below = matmul_new(
             (rows, n_out, n_in),
             &g,
             (n_out as isize, 1),
-            &weights[l],
+            &host[l].0,
             (1, n_out as isize),
         );
         deltas.push(std::mem::replace(&mut g, below));
@@ -689,7 +671,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
         .chunks_exact(inputs)
         .flat_map(|row| row[..dim].iter().copied())
         .collect();
-    drop(weights);
+    drop(host);
     drop(x_host);
     let value = dev.tensor_from_vec(value, (rows,));
     let gradient = dev.tensor_from_vec(gradient_data, (rows, dim));
@@ -703,22 +685,16 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
         let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
         let x_host: Cow<[f32]> = host_data(&x);
         // The value's path: ordinary backprop.
-        let value_block = ForwardBlock {
-            rows,
-            output: Vec::new(),
-            hidden_inputs: activations,
-            sigmoids: Vec::new(),
-        };
         let value_grads = backward_block(
             &host_layers(&layers),
             Activation::Relu,
             &x_host,
-            &value_block,
+            &forward,
             &grad_value,
         );
         accumulate(grads, &layers, &value_grads)?;
         add_into(grads.get_or_alloc_mut(&x_ghost)?, &value_grads.input);
-        let activations = value_block.hidden_inputs;
+        let activations = &forward.hidden_inputs;
         // The chain's path, from the input side up: P = ∂L/∂g_l.
         let mut p = vec![0.0f32; rows * inputs];
         for (row, upstream) in p
