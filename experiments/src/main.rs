@@ -352,9 +352,13 @@ fn run(cli: Cli) -> Result<()> {
                 block_seconds,
             };
             // Checked before the bench runs, so that minutes of timing are not lost to a
-            // path that cannot be written.
+            // path that cannot be written; opened without truncating, so that a failed
+            // bench leaves an earlier report there intact.
             if let Some(path) = &json {
-                std::fs::write(path, b"")
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
             }
             let device_name = if cfg!(feature = "cuda") {
