@@ -335,13 +335,13 @@ unsafe fn matmul_raw(
 }
 
 /// An MLP call with at least this many multiply-adds (rows × the network's weights) runs
-/// its rows in two halves, one per core, forward and backward: one fork per pass rather
-/// than one per product, since waking a parked worker on this 2-core VM costs 30-100 µs
-/// (measured with `rayon::join` after idle gaps of 50-250 µs). Measured with `dgym bench`,
-/// interleaved runs: at 2^23 (a batch-256 pass of the 128-wide policy splits) GCD went
-/// from 100-108 to 134-158 it/s at batch 256 and from 25-29 to 38-44 at 1024; splitting
-/// every product inside one pass instead had made batch 256 25% slower.
-const PARALLEL_MLP_MIN_WORK: usize = 1 << 23;
+/// its rows in two halves, one per core, forward and backward ([`crate::fork::join`]):
+/// one fork per pass rather than one per product. With `rayon::join` (a parked worker to
+/// wake, 30-100 µs on this 2-core VM) the break-even was 2^23; with the spinning helper
+/// it is far lower. Measured with `dgym bench`, 4 interleaved runs each (best of 4): 2^19
+/// against 2^23 took T = 4 sampling at batch 200 from 267k to 427k samples/s and GCD at
+/// batch 200 from 238 to 272 it/s, and was within the noise elsewhere.
+const PARALLEL_MLP_MIN_WORK: usize = 1 << 19;
 
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
 type HostLayer<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, usize, usize);
@@ -513,7 +513,7 @@ fn accumulate(
 
 /// The MLP's forward pass on the CPU as one fused op; with a tape, one backward closure
 /// computes every gradient (see the module doc). Large calls run in two row blocks, one
-/// per core (above 2^23 multiply-adds; see `PARALLEL_MLP_MIN_WORK`).
+/// per core (above 2^19 multiply-adds; see `PARALLEL_MLP_MIN_WORK`).
 pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     mlp: &Mlp<Cpu>,
     x: Matrix<Cpu, T>,
@@ -533,7 +533,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
         if split {
             let half = rows / 2;
             let (top, bottom) = x_host.split_at(half * inputs);
-            let (a, b) = rayon::join(
+            let (a, b) = crate::fork::join(
                 || forward_block(&layers, activation, top, half, T::OWNS_TAPE),
                 || forward_block(&layers, activation, bottom, rows - half, T::OWNS_TAPE),
             );
@@ -572,7 +572,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
             if let [a, b] = &blocks[..] {
                 let (x_top, x_bottom) = x_host.split_at(a.rows * inputs);
                 let (up_top, up_bottom) = upstream.split_at(a.rows * n_out);
-                let (ga, gb) = rayon::join(
+                let (ga, gb) = crate::fork::join(
                     || backward_block(&layers, activation, x_top, a, up_top),
                     || backward_block(&layers, activation, x_bottom, b, up_bottom),
                 );
@@ -763,13 +763,38 @@ pub fn adam_step(
     let [beta1, beta2] = betas;
     let (one_minus_beta1, one_minus_beta2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
     let (beta1, beta2) = (beta1 as f32, beta2 as f32);
-    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-        *m = *m * beta1 + g * one_minus_beta1;
-        *v = *v * beta2 + (g * g) * one_minus_beta2;
-        let direction = *m / (v.sqrt() + eps_t);
-        *p += direction * -lr_t;
-    }
+    adam_elementwise(
+        p,
+        (m, v),
+        g,
+        [beta1, beta2, one_minus_beta1, one_minus_beta2],
+        lr_t,
+        eps_t,
+    );
     true
+}
+
+multiversion! {
+    /// Adam's element-wise update, `coefficients = [β1, β2, 1-β1, 1-β2]` (16 lanes of
+    /// `sqrt` and division instead of the baseline's 4 took a 29k-parameter step from
+    /// 53 to 40 µs, measured in `dgym bench`).
+    fn adam_elementwise(
+        p: &mut [f32],
+        moments: (&mut [f32], &mut [f32]),
+        g: &[f32],
+        coefficients: [f32; 4],
+        lr_t: f32,
+        eps_t: f32
+    ) {
+        let (m, v) = moments;
+        let [beta1, beta2, one_minus_beta1, one_minus_beta2] = coefficients;
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            *m = *m * beta1 + g * one_minus_beta1;
+            *v = *v * beta2 + (g * g) * one_minus_beta2;
+            let direction = *m / (v.sqrt() + eps_t);
+            *p += direction * -lr_t;
+        }
+    }
 }
 
 /// `Σ x²` of a CPU matrix in one pass (f64 accumulation across rows of f32 partial sums).

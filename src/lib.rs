@@ -19,6 +19,7 @@ pub mod config;
 pub mod ebm;
 pub mod env;
 pub mod error;
+pub mod fork;
 pub mod irl;
 pub mod kernels;
 pub mod log;
