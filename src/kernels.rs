@@ -642,38 +642,35 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     let (rows, inputs) = *x.shape();
     assert!(dim <= inputs, "dim within the input width");
     let (x, mut tape) = x.split_tape();
-    let n_layers = mlp.layers.len();
-    let x_host: Cow<[f32]> = host_data(&x);
-    let host = host_layers(&mlp.layers);
-    let mut forward = forward_block(&host, Activation::Relu, &x_host, rows, true);
-    let value = std::mem::take(&mut forward.output);
-    // ∂D/∂a_{L-1} = W_Lᵀ for every row, then down the hidden layers.
-    let top = &host[n_layers - 1].0;
-    let mut g: Vec<f32> = Vec::with_capacity(rows * top.len());
-    for _ in 0..rows {
-        g.extend_from_slice(top);
-    }
-    let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
-    for l in (0..n_layers - 1).rev() {
-        let (n_in, n_out) = *mlp.layers[l].weight.shape();
-        relu_mask(&mut g, &forward.hidden_inputs[l]);
-        let below = matmul_new(
-            (rows, n_out, n_in),
-            &g,
-            (n_out as isize, 1),
-            &host[l].0,
-            (1, n_out as isize),
-        );
-        deltas.push(std::mem::replace(&mut g, below));
-    }
-    deltas.reverse();
-    let gradient_data: Vec<f32> = g
-        .chunks_exact(inputs)
-        .flat_map(|row| row[..dim].iter().copied())
+    let weights_per_row: usize = mlp.layers.iter().map(|l| l.inputs() * l.outputs()).sum();
+    // Twice the work of a forward per row (the value and the chain), split as mlp_forward.
+    let split = rayon::current_num_threads() >= 2
+        && rows >= 2
+        && 2 * rows * weights_per_row >= PARALLEL_MLP_MIN_WORK;
+    let mut blocks: Vec<InputGradientBlock> = {
+        let x_host: Cow<[f32]> = host_data(&x);
+        let host = host_layers(&mlp.layers);
+        if split {
+            let half = rows / 2;
+            let (top, bottom) = x_host.split_at(half * inputs);
+            let (a, b) = crate::fork::join(
+                || input_gradient_block(&host, top, half, dim),
+                || input_gradient_block(&host, bottom, rows - half, dim),
+            );
+            vec![a, b]
+        } else {
+            vec![input_gradient_block(&host, &x_host, rows, dim)]
+        }
+    };
+    let value_data: Vec<f32> = blocks
+        .iter_mut()
+        .flat_map(|b| std::mem::take(&mut b.forward.output))
         .collect();
-    drop(host);
-    drop(x_host);
-    let value = dev.tensor_from_vec(value, (rows,));
+    let gradient_data: Vec<f32> = blocks
+        .iter_mut()
+        .flat_map(|b| std::mem::take(&mut b.gradient))
+        .collect();
+    let value = dev.tensor_from_vec(value_data, (rows,));
     let gradient = dev.tensor_from_vec(gradient_data, (rows, dim));
     if !T::OWNS_TAPE {
         return (value.put_tape(T::default()), gradient.put_tape(tape));
@@ -683,58 +680,155 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     tape.add_backward_op(move |grads| {
         let grad_value: Vec<f32> = grads.get_or_alloc_mut(&value_ghost)?.to_vec();
         let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
-        let x_host: Cow<[f32]> = host_data(&x);
-        // The value's path: ordinary backprop.
-        let value_grads = backward_block(
-            &host_layers(&layers),
-            Activation::Relu,
-            &x_host,
-            &forward,
-            &grad_value,
-        );
-        accumulate(grads, &layers, &value_grads)?;
-        add_into(grads.get_or_alloc_mut(&x_ghost)?, &value_grads.input);
-        let activations = &forward.hidden_inputs;
-        // The chain's path, from the input side up: P = ∂L/∂g_l.
-        let mut p = vec![0.0f32; rows * inputs];
-        for (row, upstream) in p
-            .chunks_exact_mut(inputs)
-            .zip(grad_gradient.chunks_exact(dim))
-        {
-            row[..dim].copy_from_slice(upstream);
-        }
-        for l in 0..n_layers - 1 {
-            let layer = &layers[l];
-            let (n_in, n_out) = *layer.weight.shape();
-            // g_l = δ_l W_lᵀ: dW_l += Pᵀ δ_l, ∂L/∂δ_l = P W_l.
-            matmul(
-                (n_in, rows, n_out),
-                true,
-                &p,
-                (1, n_in as isize),
-                &deltas[l],
-                (n_out as isize, 1),
-                grads.get_or_alloc_mut(&layer.weight)?,
+        let block_grads: Vec<BlockGradients> = {
+            let x_host: Cow<[f32]> = host_data(&x);
+            let host = host_layers(&layers);
+            if let [a, b] = &blocks[..] {
+                let (x_top, x_bottom) = x_host.split_at(a.forward.rows * inputs);
+                let (value_top, value_bottom) = grad_value.split_at(a.forward.rows);
+                let (gradient_top, gradient_bottom) = grad_gradient.split_at(a.forward.rows * dim);
+                let (ga, gb) = crate::fork::join(
+                    || input_gradient_backward(&host, x_top, a, value_top, gradient_top, dim),
+                    || {
+                        input_gradient_backward(
+                            &host,
+                            x_bottom,
+                            b,
+                            value_bottom,
+                            gradient_bottom,
+                            dim,
+                        )
+                    },
+                );
+                vec![ga, gb]
+            } else {
+                vec![input_gradient_backward(
+                    &host,
+                    &x_host,
+                    &blocks[0],
+                    &grad_value,
+                    &grad_gradient,
+                    dim,
+                )]
+            }
+        };
+        let mut offset = 0;
+        for block in &block_grads {
+            accumulate(grads, &layers, block)?;
+            let grad_x = grads.get_or_alloc_mut(&x_ghost)?;
+            add_into(
+                &mut grad_x[offset..offset + block.input.len()],
+                &block.input,
             );
-            let weight = host_data(&layer.weight);
-            let mut above = matmul_new(
-                (rows, n_in, n_out),
-                &p,
-                (n_in as isize, 1),
-                &weight,
-                (n_out as isize, 1),
-            );
-            relu_mask(&mut above, &activations[l]);
-            p = above;
-        }
-        // The chain started from W_Lᵀ broadcast over rows: its gradient is P's column sums.
-        let top = grads.get_or_alloc_mut(&layers[n_layers - 1].weight)?;
-        for row in p.chunks_exact(top.len()) {
-            add_into(top, row);
+            offset += block.input.len();
         }
         Ok(())
     });
     (value.put_tape(T::default()), gradient.put_tape(tape))
+}
+
+/// A block of rows' forward pass for [`relu_mlp_value_and_input_gradient`]: the value
+/// (in `forward.output`), the chain's `δ_l` per hidden layer, and `∇_x D` (`rows × dim`).
+struct InputGradientBlock {
+    forward: ForwardBlock,
+    deltas: Vec<Vec<f32>>,
+    gradient: Vec<f32>,
+}
+
+fn input_gradient_block(
+    host: &[HostLayer<'_>],
+    x: &[f32],
+    rows: usize,
+    dim: usize,
+) -> InputGradientBlock {
+    let n_layers = host.len();
+    let inputs = host[0].2;
+    let forward = forward_block(host, Activation::Relu, x, rows, true);
+    // ∂D/∂a_{L-1} = W_Lᵀ for every row, then down the hidden layers.
+    let top = &host[n_layers - 1].0;
+    let mut g: Vec<f32> = Vec::with_capacity(rows * top.len());
+    for _ in 0..rows {
+        g.extend_from_slice(top);
+    }
+    let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(n_layers - 1);
+    for l in (0..n_layers - 1).rev() {
+        let (weight, _, n_in, n_out) = &host[l];
+        let (n_in, n_out) = (*n_in, *n_out);
+        relu_mask(&mut g, &forward.hidden_inputs[l]);
+        let below = matmul_new(
+            (rows, n_out, n_in),
+            &g,
+            (n_out as isize, 1),
+            weight,
+            (1, n_out as isize),
+        );
+        deltas.push(std::mem::replace(&mut g, below));
+    }
+    deltas.reverse();
+    let gradient: Vec<f32> = g
+        .chunks_exact(inputs)
+        .flat_map(|row| row[..dim].iter().copied())
+        .collect();
+    InputGradientBlock {
+        forward,
+        deltas,
+        gradient,
+    }
+}
+
+/// One block's share of the gradients of [`relu_mlp_value_and_input_gradient`]: the
+/// value's path (ordinary backprop, with the input gradient) plus the chain's path added
+/// into the weight gradients.
+fn input_gradient_backward(
+    host: &[HostLayer<'_>],
+    x: &[f32],
+    block: &InputGradientBlock,
+    grad_value: &[f32],
+    grad_gradient: &[f32],
+    dim: usize,
+) -> BlockGradients {
+    let n_layers = host.len();
+    let inputs = host[0].2;
+    let rows = block.forward.rows;
+    let mut grads = backward_block(host, Activation::Relu, x, &block.forward, grad_value);
+    let activations = &block.forward.hidden_inputs;
+    // The chain's path, from the input side up: P = ∂L/∂g_l.
+    let mut p = vec![0.0f32; rows * inputs];
+    for (row, upstream) in p
+        .chunks_exact_mut(inputs)
+        .zip(grad_gradient.chunks_exact(dim))
+    {
+        row[..dim].copy_from_slice(upstream);
+    }
+    for l in 0..n_layers - 1 {
+        let (weight, _, n_in, n_out) = &host[l];
+        let (n_in, n_out) = (*n_in, *n_out);
+        // g_l = δ_l W_lᵀ: dW_l += Pᵀ δ_l, ∂L/∂δ_l = P W_l.
+        matmul(
+            (n_in, rows, n_out),
+            true,
+            &p,
+            (1, n_in as isize),
+            &block.deltas[l],
+            (n_out as isize, 1),
+            &mut grads.weights[l],
+        );
+        let mut above = matmul_new(
+            (rows, n_in, n_out),
+            &p,
+            (n_in as isize, 1),
+            weight,
+            (n_out as isize, 1),
+        );
+        relu_mask(&mut above, &activations[l]);
+        p = above;
+    }
+    // The chain started from W_Lᵀ broadcast over rows: its gradient is P's column sums.
+    let top = &mut grads.weights[n_layers - 1];
+    for row in p.chunks_exact(top.len()) {
+        add_into(top, row);
+    }
+    grads
 }
 
 /// One Adam step on one parameter, in place: the same f32 operations, in the same order,

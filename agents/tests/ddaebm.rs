@@ -387,17 +387,14 @@ fn one_training_iteration_moves_every_parameter_group() {
         .is_err());
 }
 
-#[test]
-fn fused_relu_value_and_input_gradient_equals_the_composed_ops() {
-    // The CPU's fused kernel against the dfdx-op version, on a loss that uses both outputs
-    // (as L_D with R1 does): the same values and the same gradient of every weight.
+/// The CPU's fused kernel against the dfdx-op version, on a loss that uses both outputs
+/// (as L_D with R1 does): the same values and the same gradient of every weight.
+fn check_fused_value_and_input_gradient(energy: &StepEnergy<Dev>, rows: usize) {
     let dev = Dev::default();
-    let mut rng = seeded(5, 0);
-    let energy = StepEnergy::<Dev>::new(&dev, &spec(Activation::Relu), 4, &mut rng);
-    let (x, _, ts) = batch();
-    let steps: Vec<usize> = ts.iter().map(|t| t - 1).collect();
-    let weights_value = host(vec![0.3, -1.2, 0.7, 2.0, -0.4], 5, 1).reshape_like(&(5,));
-    let weights_gradient = normal_matrix(&dev, &mut seeded(6, 0), 5, 2);
+    let x = normal_matrix(&dev, &mut seeded(7, 0), rows, 2);
+    let steps: Vec<usize> = (0..rows).map(|i| i % 4).collect();
+    let weights_value = normal_matrix(&dev, &mut seeded(8, 0), rows, 1).reshape_like(&(rows,));
+    let weights_gradient = normal_matrix(&dev, &mut seeded(6, 0), rows, 2);
     let run = |fused: bool| {
         let traced = x.clone().traced(Gradients::leaky());
         let (value, gradient) = if fused {
@@ -425,7 +422,7 @@ fn fused_relu_value_and_input_gradient_equals_the_composed_ops() {
         for (x, y) in a.iter().zip(b) {
             assert!(
                 (x - y).abs() <= 1e-5 * scale,
-                "{what}: fused {x} vs composed {y}"
+                "{what} ({rows} rows): fused {x} vs composed {y}"
             );
         }
     };
@@ -439,4 +436,23 @@ fn fused_relu_value_and_input_gradient_equals_the_composed_ops() {
         );
         close(f, c, name);
     }
+}
+
+#[test]
+fn fused_relu_value_and_input_gradient_equals_the_composed_ops() {
+    let mut rng = seeded(5, 0);
+    let energy = StepEnergy::<Dev>::new(&Dev::default(), &spec(Activation::Relu), 4, &mut rng);
+    check_fused_value_and_input_gradient(&energy, 5);
+}
+
+#[test]
+fn fused_value_and_input_gradient_splits_large_calls_into_two_row_blocks_exactly() {
+    // 301 rows (uneven halves) of a 64-wide network: above the work at which the fused op
+    // runs its rows as two blocks on two threads.
+    let wide = DdaebmSpec {
+        hidden: 64,
+        ..spec(Activation::Relu)
+    };
+    let energy = StepEnergy::<Dev>::new(&Dev::default(), &wide, 4, &mut seeded(9, 0));
+    check_fused_value_and_input_gradient(&energy, 301);
 }
