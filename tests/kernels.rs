@@ -92,12 +92,18 @@ fn fused_mlp_splits_large_calls_into_two_row_blocks_with_the_same_result() {
 
 #[test]
 fn fused_adam_step_equals_the_composed_step_bit_for_bit() {
+    // 5 × 7, and 300 × 300: large enough to be updated in two halves on two threads.
+    check_adam_step(5, 7);
+    check_adam_step(300, 300);
+}
+
+fn check_adam_step(rows: usize, cols: usize) {
     let dev = Cpu::default();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let param = random_matrix(&dev, &mut rng, 5, 7);
-    let grad = random_matrix(&dev, &mut rng, 5, 7);
-    let m0 = random_matrix(&dev, &mut rng, 5, 7);
-    let v0 = random_matrix(&dev, &mut rng, 5, 7).square();
+    let param = random_matrix(&dev, &mut rng, rows, cols);
+    let grad = random_matrix(&dev, &mut rng, rows, cols);
+    let m0 = random_matrix(&dev, &mut rng, rows, cols);
+    let v0 = random_matrix(&dev, &mut rng, rows, cols).square();
     let (betas, lr_t, eps_t) = ([0.9, 0.999], 1e-3f32, 1e-8f32);
 
     let (mut p_fused, mut m_fused, mut v_fused) = (param.clone(), m0.clone(), v0.clone());
@@ -132,6 +138,16 @@ fn host_view_refuses_broadcast_storage_and_global_norm_matches_the_definition() 
     let dense = matrix(&dev, vec![3.0, 4.0, 0.0, 12.0], 2, 2);
     assert_eq!(host_view(&dense), Some(&[3.0, 4.0, 0.0, 12.0][..]));
     assert!((global_norm(&[dense]) - 13.0).abs() < 1e-12);
+    // Long enough for several 1024-element blocks, the 16 lanes and a tail of 5.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let long = random_matrix(&dev, &mut rng, 3, 1701);
+    let exact: f64 = long.as_vec().iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let norm = global_norm(&[long]);
+    assert!(
+        (norm - exact.sqrt()).abs() <= 1e-6 * exact.sqrt(),
+        "{norm} vs {}",
+        exact.sqrt()
+    );
 }
 
 #[test]
