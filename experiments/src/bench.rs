@@ -170,7 +170,7 @@ fn gemm_rate(rows: usize, repeats: usize, split: bool) -> f64 {
             if split {
                 let (a_top, a_bottom) = a.split_at(half * width);
                 let (d_top, d_bottom) = dst.split_at_mut(half * width);
-                rayon::join(
+                denoise_gym::fork::join(
                     || denoise_gym::kernels::matmul_dense(half, width, width, a_top, &b, d_top),
                     || {
                         denoise_gym::kernels::matmul_dense(
