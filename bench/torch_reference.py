@@ -266,8 +266,10 @@ class GaussianPolicy(nn.Module):
         return self.log_sigma_row()[ts - 1]
 
     def log_prob(self, x_t, ts, action):
+        return self.log_prob_of_mean(self.mean(x_t, ts), ts, action)
+
+    def log_prob_of_mean(self, mean, ts, action):
         d = self.dim
-        mean = self.mean(x_t, ts)
         squared = (mean - action).square().sum(dim=1)
         log_sigma = self.log_sigma_at(ts)
         inverse_variance = torch.exp(log_sigma * -2.0)  # traced, as in Rust
@@ -278,8 +280,11 @@ class GaussianPolicy(nn.Module):
         return self.log_sigma_row().sum() * d + d * self.n_steps * (HALF_LOG_TWO_PI + 0.5)
 
     def sample_step(self, x_t, t: int, noise):
+        return self.sample_from_mean(self.mean(x_t, t), t, noise)
+
+    def sample_from_mean(self, mean, t: int, noise):
         sigma = self.sigmas()[t - 1]
-        return self.mean(x_t, t) + noise * sigma
+        return mean.detach() + noise * sigma
 
     def sample(self, n: int):
         """`sample_trajectory` + pop: x_T ~ N(0, I), T ancestral steps."""
@@ -509,11 +514,20 @@ class Reinforce:
         self.tau_entropy = tau_entropy
         self.tau_velocity = tau_velocity
         self.grad_clip = grad_clip
+        self.recorded = []  # log π of the rollout being collected, with its graph (act)
 
     def act(self, x, t: int):
-        """`Agent::act` (default): sample the policy; no log-probability recorded."""
+        """`Reinforce::act`: sample the policy from a mean computed with its graph, and keep
+        log π of the action (with that graph) for the update, which then runs no second
+        ε-network forward."""
+        if t == self.policy.n_steps:
+            self.recorded = []
         noise = torch.randn(x.shape[0], x.shape[1])
-        return self.policy.sample_step(x, t, noise), None
+        with torch.enable_grad():
+            mean = self.policy.mean(x, t)
+            nxt = self.policy.sample_from_mean(mean, t, noise)
+            self.recorded.append(self.policy.log_prob_of_mean(mean, t, nxt))
+        return nxt, None
 
     def score(self, rollout: Rollout):
         """`Reinforce::score`: returns-to-go, value-baseline advantages (one value step)."""
@@ -530,8 +544,9 @@ class Reinforce:
         return self.policy.entropy_sum() * (self.tau_entropy / self.policy.dim)
 
     def loss(self, batch):
-        # Rust traces the states (input gradient computed by dfdx); not needed here.
-        log_prob = self.policy.log_prob(batch["states"], batch["steps"], batch["actions"])
+        # The log-probabilities recorded while acting, as `Reinforce::update` uses them.
+        log_prob = torch.cat(self.recorded)
+        self.recorded = []
         policy_gradient_term = (log_prob * batch["advantages"]).sum() / batch["batch_size"]
         return -(policy_gradient_term + self.entropy_objective())
 
@@ -575,13 +590,11 @@ class Ppo(Reinforce):
         self.epochs = epochs
 
     def act(self, x, t: int):
-        """`Ppo::act`: sample, then score the action for log π_old. The Rust code runs the
-        ε-network a second time on the same x_t inside `log_prob` (the mean of
-        `sample_step` is not reused); mirrored here."""
+        """`Ppo::act`: sample, then score the action for log π_old from the same mean."""
         noise = torch.randn(x.shape[0], x.shape[1])
-        nxt = self.policy.sample_step(x, t, noise)
-        log_prob = self.policy.log_prob(x, t, nxt)
-        return nxt, log_prob
+        mean = self.policy.mean(x, t)
+        nxt = self.policy.sample_from_mean(mean, t, noise)
+        return nxt, self.policy.log_prob_of_mean(mean, t, nxt)
 
     def update(self, rollout: Rollout):
         batch = self.score(rollout)

@@ -32,7 +32,9 @@ pub struct Action<D: Backend> {
 /// An algorithm that improves a sampler-policy from rollouts.
 ///
 /// Acting is kept apart from learning: [`Agent::act`] is called once per environment step
-/// with no gradient tape; [`Agent::update`] receives the whole finished batch.
+/// (the default samples with no gradient tape; an agent may keep what its update needs,
+/// as REINFORCE keeps the log-probabilities of its actions with their tapes);
+/// [`Agent::update`] receives the whole finished batch.
 pub trait Agent<D: Backend> {
     /// A short name (`reinforce`, `ppo`, ...).
     fn name(&self) -> &str;

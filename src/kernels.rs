@@ -160,12 +160,15 @@ multiversion! {
 }
 
 multiversion! {
-    /// `z ← silu(z + b)` for each row of `z` (no tape: nothing kept for backward).
+    /// `z ← silu(z + b)` for each row of `z` (no tape: nothing kept for backward), as
+    /// `a · sigmoid(a)` in the very operations of [`add_bias_silu_keep_sigmoid`], so that a
+    /// pass with a tape and one without give the same bits (an agent samples from a
+    /// taped mean and the policy's own sampler from an untaped one).
     fn add_bias_silu(z: &mut [f32], bias: &[f32]) {
         for row in z.chunks_exact_mut(bias.len()) {
             for (v, b) in row.iter_mut().zip(bias) {
                 let a = *v + b;
-                *v = a / (1.0 + exp_approx(-a));
+                *v = a * (1.0 / (1.0 + exp_approx(-a)));
             }
         }
     }

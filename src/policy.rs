@@ -426,8 +426,21 @@ impl<D: Backend> GaussianPolicy<D> {
         ts: &[usize],
         action: &Matrix<D>,
     ) -> Vector<D, T> {
-        let d = self.dim() as f32;
         let mean = self.mean(x_t, ts);
+        self.log_prob_of_mean(mean, ts, action)
+    }
+
+    /// [`GaussianPolicy::log_prob`] from an already computed mean `μ_θ(x_t, t)` (as
+    /// [`GaussianPolicy::mean`] returns it), so that an agent that sampled `action` from
+    /// that mean can score it without running the ε-network again.
+    pub fn log_prob_of_mean<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        mean: Matrix<D, T>,
+        ts: &[usize],
+        action: &Matrix<D>,
+    ) -> Vector<D, T> {
+        let d = self.dim() as f32;
+        self.check_steps(ts, mean.shape().0);
         let squared = row_sums((mean - action.clone()).square());
         let mut log_sigma = self.log_sigma_at::<T>(ts);
         if let Some(floor) = self.min_sigma_log_prob {
@@ -455,8 +468,19 @@ impl<D: Backend> GaussianPolicy<D> {
     /// raised to `min_sigma_sample` where that floor is set.
     pub fn sample_step(&self, x_t: &Matrix<D>, t: usize, noise: &Matrix<D>) -> Matrix<D> {
         let ts = vec![t; x_t.shape().0];
+        self.sample_from_mean(&self.mean(x_t.clone(), &ts), t, noise)
+    }
+
+    /// `x_{t-1} = μ + σ_t ε` for a mean already computed at step t: what
+    /// [`GaussianPolicy::sample_step`] returns, given the same mean.
+    pub fn sample_from_mean<T: Tape<f32, D>>(
+        &self,
+        mean: &Matrix<D, T>,
+        t: usize,
+        noise: &Matrix<D>,
+    ) -> Matrix<D> {
         let sigma = self.sigmas()[t - 1].max(self.min_sigma_sample.unwrap_or(0.0));
-        self.mean(x_t.clone(), &ts) + noise.clone() * sigma
+        mean.retaped::<NoneTape>() + noise.clone() * sigma
     }
 
     /// The whole chain `x_T, x_{T-1}, …, x_0` for `n` samples, `x_T ~ N(0, I)`.

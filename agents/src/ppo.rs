@@ -187,13 +187,16 @@ impl<D: Backend> Agent<D> for Ppo<D> {
     }
 
     /// Samples like the default and records `log π_old` of the action (with the
-    /// `min_sigma_logprob` floor, as the update scores it).
+    /// `min_sigma_logprob` floor, as the update scores it), from the mean it sampled from:
+    /// one ε-network call per step.
     fn act(&mut self, observation: &DenoisingState<D>, rng: &mut ProjectRng) -> Result<Action<D>> {
         let policy = &self.reinforce.policy;
         let (rows, cols) = *observation.x.shape();
         let noise = normal_matrix(policy.device(), rng, rows, cols);
-        let next = policy.sample_step(&observation.x, observation.t, &noise);
-        let log_prob = policy.log_prob(observation.x.clone(), &vec![observation.t; rows], &next);
+        let ts = vec![observation.t; rows];
+        let mean = policy.mean(observation.x.clone(), &ts);
+        let next = policy.sample_from_mean(&mean, observation.t, &noise);
+        let log_prob = policy.log_prob_of_mean(mean, &ts, &next);
         Ok(Action {
             next,
             log_prob: Some(log_prob),

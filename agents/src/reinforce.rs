@@ -14,18 +14,19 @@
 use std::path::Path;
 
 use denoise_gym::agent::{
-    discounted_returns_to_go, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats,
+    discounted_returns_to_go, Action, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats,
     VelocityScale, VelocityScaleKind,
 };
 use denoise_gym::checkpoint::Checkpoint;
+use denoise_gym::env::DenoisingState;
 use denoise_gym::error::{ensure_finite, Error, Result};
 use denoise_gym::metrics::mean_std;
 use denoise_gym::nn::Parameterized;
 use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig};
 use denoise_gym::policy::GaussianPolicy;
-use denoise_gym::rng::ProjectRng;
+use denoise_gym::rng::{normal_matrix, ProjectRng};
 use denoise_gym::rollout::Rollout;
-use denoise_gym::tensor::{matrix, vector, Backend, Matrix};
+use denoise_gym::tensor::{matrix, vector, Backend, Matrix, Vector};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +215,17 @@ pub struct Reinforce<D: Backend> {
     pub velocity: VelocityScale,
     /// Hyper-parameters.
     pub config: ReinforceConfig,
+    /// `log π(x_{t-1} | x_t)` of the actions of the rollout being collected, with their
+    /// tapes, so that the update need not run the ε-network again on the same weights and
+    /// states (12% of a GCD iteration's matmul work).
+    recorded: Vec<RecordedStep<D>>,
+}
+
+/// One step's action and its differentiable log-probability, recorded while acting.
+struct RecordedStep<D: Backend> {
+    t: usize,
+    action: Matrix<D>,
+    log_prob: Vector<D, OwnedTape<f32, D>>,
 }
 
 impl<D: Backend> Reinforce<D> {
@@ -250,6 +262,7 @@ impl<D: Backend> Reinforce<D> {
             baseline,
             velocity,
             config,
+            recorded: Vec::new(),
         })
     }
 }
@@ -317,6 +330,43 @@ impl<D: Backend> Reinforce<D> {
         -(policy_gradient_term + self.entropy_objective())
     }
 
+    /// [`Reinforce::loss`] from the log-probabilities recorded while acting, when they are
+    /// those of `batch`: one recorded step per fine-tuned step, in order, with the very
+    /// actions of the batch (compared exactly). `None` otherwise (the caller recomputes).
+    fn loss_from_recorded(
+        &mut self,
+        batch: &ScoredBatch<D>,
+    ) -> Option<Tensor<(), f32, D, OwnedTape<f32, D>>> {
+        let recorded = std::mem::take(&mut self.recorded);
+        let rows = batch.batch_size;
+        if rows == 0 || recorded.len() * rows != batch.steps.len() {
+            return None;
+        }
+        let actions = batch.actions.as_vec();
+        let dim = self.policy.dim();
+        let matches = recorded.iter().enumerate().all(|(k, step)| {
+            batch.steps[k * rows..(k + 1) * rows]
+                .iter()
+                .all(|&t| t == step.t)
+                && step.action.as_vec() == actions[k * rows * dim..(k + 1) * rows * dim]
+        });
+        if !matches {
+            return None;
+        }
+        let dev = self.policy.device().clone();
+        let mut policy_gradient_term: Option<Tensor<(), f32, D, OwnedTape<f32, D>>> = None;
+        for (k, step) in recorded.into_iter().enumerate() {
+            let advantage = vector(&dev, batch.advantages[k * rows..(k + 1) * rows].to_vec());
+            let term = (step.log_prob * advantage).sum();
+            policy_gradient_term = Some(match policy_gradient_term {
+                None => term,
+                Some(sum) => sum + term,
+            });
+        }
+        let policy_gradient_term = policy_gradient_term? / rows as f32;
+        Some(-(policy_gradient_term + self.entropy_objective()))
+    }
+
     /// The gradient of `loss` for every policy parameter (parameter order), unclipped.
     pub fn gradients(&self, loss: Tensor<(), f32, D, OwnedTape<f32, D>>) -> Result<Vec<Matrix<D>>> {
         let mut grads = loss.backward();
@@ -369,6 +419,39 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
         &self.policy
     }
 
+    /// Samples like the default; on the fine-tuned steps it keeps the mean's tape and
+    /// records `log π` of the action for the update.
+    fn act(&mut self, observation: &DenoisingState<D>, rng: &mut ProjectRng) -> Result<Action<D>> {
+        let t = observation.t;
+        if t == self.policy.n_steps() {
+            // A new episode: what an earlier, unfinished one recorded is stale.
+            self.recorded.clear();
+        }
+        let (rows, cols) = *observation.x.shape();
+        let noise = normal_matrix(self.policy.device(), rng, rows, cols);
+        if t > self.policy.ft_steps() {
+            return Ok(Action {
+                next: self.policy.sample_step(&observation.x, t, &noise),
+                log_prob: None,
+            });
+        }
+        let ts = vec![t; rows];
+        let mean = self
+            .policy
+            .mean(observation.x.clone().traced(Gradients::leaky()), &ts);
+        let next = self.policy.sample_from_mean(&mean, t, &noise);
+        let log_prob = self.policy.log_prob_of_mean(mean, &ts, &next);
+        self.recorded.push(RecordedStep {
+            t,
+            action: next.clone(),
+            log_prob,
+        });
+        Ok(Action {
+            next,
+            log_prob: None,
+        })
+    }
+
     fn update(
         &mut self,
         rollout: &Rollout<D>,
@@ -376,13 +459,19 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
         iteration: u64,
     ) -> Result<Stats> {
         let batch = self.score(rollout)?;
-        let loss = self.loss(&batch);
+        let (loss, reused) = match self.loss_from_recorded(&batch) {
+            Some(loss) => (loss, 1.0),
+            None => (self.loss(&batch), 0.0),
+        };
         let loss_value = ensure_finite("policy/loss", loss.as_vec()[0] as f64, iteration)?;
         let gradients = self.gradients(loss)?;
         let grad_norm = self.apply_gradients(gradients, iteration)?;
         let mut stats = vec![
             ("policy/loss".to_string(), loss_value),
             ("policy/grad_norm".to_string(), grad_norm),
+            // 1 when the loss used the log-probabilities recorded while acting, 0 when it
+            // ran the ε-network again (a rollout this agent did not act in).
+            ("policy/log_prob_recorded".to_string(), reused),
         ];
         stats.extend(self.finish_update(&batch));
         Ok(stats)
@@ -402,6 +491,7 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
     }
 
     fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()> {
+        self.recorded.clear();
         let names = self.policy.parameter_names();
         checkpoint.load_model(path, &format!("{prefix}.policy"), &mut self.policy)?;
         self.policy

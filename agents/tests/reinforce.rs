@@ -356,3 +356,65 @@ fn a_checkpoint_round_trip_restores_policy_optimizer_baseline_and_velocity_scale
         .to_string();
     assert!(err.contains("other.policy"), "{err}");
 }
+
+#[test]
+fn log_probs_recorded_while_acting_give_the_update_of_recomputing_them() {
+    // Two identical agents update on the same rollout: one acted in it (its update uses
+    // the log π it recorded, tapes and all), the other did not (it runs the ε-network
+    // again). Their updated parameters agree to float rounding.
+    let make = || {
+        let config = ReinforceConfig {
+            lr: 1e-2,
+            lr_log_sigma: 1e-2,
+            ..ReinforceConfig::default()
+        };
+        Reinforce::new(policy(2, 4, true, 7), Box::new(LeaveOneOut), config).unwrap()
+    };
+    let (mut acting, mut replaying) = (make(), make());
+    let mut rng = seeded(4, 0);
+    let mut states = vec![denoise_gym::rng::normal_matrix(
+        &Cpu::default(),
+        &mut rng,
+        32,
+        2,
+    )];
+    for t in (1..=4).rev() {
+        let observation = denoise_gym::env::DenoisingState {
+            x: states[states.len() - 1].clone(),
+            t,
+        };
+        states.push(acting.act(&observation, &mut rng).unwrap().next);
+    }
+    let reward = states[4]
+        .as_vec()
+        .chunks(2)
+        .map(|r| -((r[0] - 1.0).powi(2) + r[1].powi(2)))
+        .collect();
+    let rollout = Rollout {
+        states,
+        log_probs: Vec::new(),
+        terminal_reward: vector(&Cpu::default(), reward),
+    };
+    let before = parameters(&acting);
+    let stats_acting = acting.update(&rollout, &mut seeded(5, 0), 0).unwrap();
+    let stats_replaying = replaying.update(&rollout, &mut seeded(5, 0), 0).unwrap();
+    assert_eq!(stat(&stats_acting, "policy/log_prob_recorded"), 1.0);
+    assert_eq!(stat(&stats_replaying, "policy/log_prob_recorded"), 0.0);
+    let loss = stat(&stats_acting, "policy/loss");
+    assert!((loss - stat(&stats_replaying, "policy/loss")).abs() <= 1e-5 * loss.abs().max(1.0));
+    let mut moved = 0.0f32;
+    for ((a, r), b) in parameters(&acting)
+        .iter()
+        .zip(parameters(&replaying))
+        .zip(&before)
+    {
+        for ((x, y), z) in a.iter().zip(&r).zip(b) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+            moved = moved.max((x - z).abs());
+        }
+    }
+    assert!(moved > 1e-4, "the update moved the policy ({moved})");
+    // A second update without acting again has nothing recorded: it recomputes.
+    let again = acting.update(&rollout, &mut seeded(5, 0), 1).unwrap();
+    assert_eq!(stat(&again, "policy/log_prob_recorded"), 0.0);
+}
