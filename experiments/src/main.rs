@@ -300,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let runner = sweep::Runner {
                 exe: std::env::current_exe()?,
+                threads_per_run: sweep::threads_per_run(jobs),
             };
             if let Some(script) = emit_slurm {
                 let n = sweep::emit_slurm(&sweep, &options, &script, shards, &runner)?;

@@ -941,6 +941,23 @@ pub struct SweepOptions {
 pub struct Runner {
     /// Path of the `dgym` executable.
     pub exe: PathBuf,
+    /// `RAYON_NUM_THREADS` for every run (`None`: the runs inherit the sweep's
+    /// environment); see [`threads_per_run`].
+    pub threads_per_run: Option<usize>,
+}
+
+/// The threads each of `jobs` concurrent runs gets: the cores divided among them, when
+/// more than one run at once shares the machine and `RAYON_NUM_THREADS` is not set already.
+/// A run's fused kernels split every network pass over its threads, with a helper thread
+/// that spins between passes; two runs each splitting over all cores would take turns on
+/// them instead. Runs resumed with the same `--jobs` keep their thread count (the row
+/// blocks, and so the numbers, depend on it).
+pub fn threads_per_run(jobs: usize) -> Option<usize> {
+    if jobs <= 1 || std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some((cores / jobs).max(1))
 }
 
 /// What a sweep invocation did.
@@ -980,7 +997,8 @@ enum Outcome {
 }
 
 /// Runs `dgym <args>` with its output appended to `log`; the child dies with the sweep.
-fn spawn(exe: &Path, args: &[String], log: &Path) -> Result<(Child, u64)> {
+fn spawn(runner: &Runner, args: &[String], log: &Path) -> Result<(Child, u64)> {
+    let exe = &runner.exe;
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -997,6 +1015,9 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> Result<(Child, u64)> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(file.try_clone()?))
         .stderr(Stdio::from(file));
+    if let Some(threads) = runner.threads_per_run {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -1348,7 +1369,7 @@ fn start_run(dir: &Path, run: &PlannedRun, runner: &Runner) -> Result<Option<Act
         }
     };
     let log = log_path(dir, run);
-    let (child, log_start) = spawn(&runner.exe, &args, &log)?;
+    let (child, log_start) = spawn(runner, &args, &log)?;
     Ok(Some(Active {
         run: 0,
         stage: Stage::Train,
@@ -1367,7 +1388,7 @@ fn spawn_eval(dir: &Path, run: &PlannedRun, runner: &Runner) -> Result<Active> {
         dir.join(&run.name).display().to_string(),
     ];
     let log = log_path(dir, run);
-    let (child, log_start) = spawn(&runner.exe, &args, &log)?;
+    let (child, log_start) = spawn(runner, &args, &log)?;
     Ok(Active {
         run: 0,
         stage: Stage::Eval,

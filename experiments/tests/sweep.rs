@@ -662,3 +662,16 @@ fn sweep_keys_include_every_documented_key_and_unset_optional_ones() {
     }
     assert!(!keys.iter().any(|k| k == "agent.no_such_key"));
 }
+
+#[test]
+fn concurrent_runs_share_the_cores_and_a_single_run_inherits() {
+    use denoise_gym_experiments::sweep::threads_per_run;
+    assert_eq!(threads_per_run(1), None);
+    assert_eq!(threads_per_run(0), None);
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads_per_run(2), Some((cores / 2).max(1)));
+        // More runs than cores: one thread each, never zero.
+        assert_eq!(threads_per_run(cores + 3), Some(1));
+    }
+}
