@@ -601,6 +601,67 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     out.put_tape(tape)
 }
 
+/// [`crate::tensor::Backend::mlp_forward_constant_suffix`] on the CPU: the suffix's part
+/// of the first layer, `suffix · W_1[cols..] + b_1`, is one row for the whole batch, so
+/// the first product shrinks to `x · W_1[..cols]` (k = 2 instead of 18 for the policy: the
+/// k = 18 product ran at half gemm's rate), and no `[x, emb]` input is built.
+pub fn mlp_forward_constant_suffix(mlp: &Mlp<Cpu>, x: &Matrix<Cpu>, suffix: &[f32]) -> Matrix<Cpu> {
+    let dev = x.device().clone();
+    let (rows, cols) = *x.shape();
+    let mut layers = host_layers(&mlp.layers);
+    let Some(first) = layers.first_mut() else {
+        return x.clone();
+    };
+    let (weight, bias, n_in, n_out) = first;
+    assert_eq!(
+        cols + suffix.len(),
+        *n_in,
+        "x and suffix make the first layer's input"
+    );
+    let mut shifted_bias = bias.to_vec();
+    for (s, row) in suffix
+        .iter()
+        .zip(weight[cols * *n_out..].chunks_exact(*n_out))
+    {
+        for (b, w) in shifted_bias.iter_mut().zip(row) {
+            *b += s * w;
+        }
+    }
+    *first = (
+        match std::mem::take(weight) {
+            Cow::Borrowed(w) => Cow::Borrowed(&w[..cols * *n_out]),
+            Cow::Owned(mut w) => {
+                w.truncate(cols * *n_out);
+                Cow::Owned(w)
+            }
+        },
+        Cow::Owned(shifted_bias),
+        cols,
+        *n_out,
+    );
+    let weights_per_row: usize = layers.iter().map(|(_, _, i, o)| i * o).sum();
+    let activation = mlp.activation;
+    let n_outputs = layers.last().map_or(cols, |l| l.3);
+    let x_host = host_data(x);
+    let output: Vec<f32> = if rayon::current_num_threads() >= 2
+        && rows >= 2
+        && rows * weights_per_row >= PARALLEL_MLP_MIN_WORK
+    {
+        let half = rows / 2;
+        let (top, bottom) = x_host.split_at(half * cols);
+        let (a, b) = crate::fork::join(
+            || forward_block(&layers, activation, top, half, false),
+            || forward_block(&layers, activation, bottom, rows - half, false),
+        );
+        let mut output = a.output;
+        output.extend_from_slice(&b.output);
+        output
+    } else {
+        forward_block(&layers, activation, &x_host, rows, false).output
+    };
+    dev.tensor_from_vec(output, (rows, n_outputs))
+}
+
 multiversion! {
     /// `dst += src`, element-wise.
     fn add_into(dst: &mut [f32], src: &[f32]) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::nn::{with_time_embedding, Activation, Mlp, Parameterized};
+use crate::nn::{time_embedding, with_time_embedding, Activation, Mlp, Parameterized};
 use crate::rng::normal_matrix;
 use crate::schedule::Schedule;
 use crate::tensor::{matrix, row_sums, scale_rows, Backend, Matrix, Vector};
@@ -347,6 +347,17 @@ impl<D: Backend> GaussianPolicy<D> {
     ) -> Matrix<D, T> {
         let batch = x_t.shape().0;
         self.check_steps(ts, batch);
+        if !T::OWNS_TAPE && batch > 0 && ts.iter().all(|&t| t == ts[0]) {
+            // One step for the whole batch and no gradient (sampling): its embedding's share
+            // of the first layer is one row, computed once.
+            let net = match &self.frozen {
+                Some(frozen) if ts[0] > frozen.ft_steps => &frozen.eps_net,
+                _ => &self.eps_net,
+            };
+            let suffix = time_embedding(&ts[..1], self.n_steps(), self.spec.time_embed_dim);
+            let (x, tape) = x_t.split_tape();
+            return D::mlp_forward_constant_suffix(net, &x, &suffix).put_tape(tape);
+        }
         let input = with_time_embedding(x_t, ts, self.n_steps(), self.spec.time_embed_dim);
         let Some(frozen) = &self.frozen else {
             return self.eps_net.forward(input);
@@ -379,6 +390,16 @@ impl<D: Backend> GaussianPolicy<D> {
     ) -> Matrix<D, T> {
         let eps = self.predict_eps(x_t.with_empty_tape(), ts);
         let s = &self.schedule;
+        if let Some(&t) = ts.first().filter(|&&t| ts.iter().all(|&u| u == t)) {
+            // One step for the whole batch: scalar coefficients, no per-row vectors.
+            let ab = s.alpha_bar(t);
+            let mut x0_hat = x_t.with_empty_tape() * (1.0 / ab.sqrt()) as f32
+                - eps * ((1.0 - ab).sqrt() / ab.sqrt()) as f32;
+            if self.spec.clip_x0 > 0.0 {
+                x0_hat = x0_hat.clamp(-self.spec.clip_x0, self.spec.clip_x0);
+            }
+            return x0_hat * s.posterior_c1(t) as f32 + x_t * s.posterior_c2(t) as f32;
+        }
         let coef =
             |f: &dyn Fn(usize) -> f64| -> Vec<f32> { ts.iter().map(|&t| f(t) as f32).collect() };
         let inv_sqrt_ab = coef(&|t| 1.0 / s.alpha_bar(t).sqrt());

@@ -21,6 +21,20 @@ pub trait Backend: Device<f32> + Default {
         mlp.forward_composed(x)
     }
 
+    /// The forward pass of an MLP, without a tape, on inputs `[x_r, suffix]`: every row
+    /// of `x` followed by the same `suffix` (a time embedding shared by the whole batch).
+    /// The default builds the inputs and calls [`Mlp::forward`].
+    fn mlp_forward_constant_suffix(
+        mlp: &Mlp<Self>,
+        x: &Matrix<Self>,
+        suffix: &[f32],
+    ) -> Matrix<Self> {
+        let rows = x.shape().0;
+        let repeated: Vec<f32> = (0..rows).flat_map(|_| suffix.iter().copied()).collect();
+        let suffix = matrix(x.device(), repeated, rows, suffix.len());
+        mlp.forward((x.clone(), suffix).concat_along(Axis::<1>))
+    }
+
     /// One Adam step of one parameter in place (see [`crate::optim::Adam::update`]):
     /// `m ← β1 m + (1-β1) g`, `v ← β2 v + (1-β2) g²`, `θ ← θ - lr_t m / (√v + eps_t)`.
     fn adam_step(
@@ -77,6 +91,14 @@ impl Backend for Cpu {
         x: Matrix<Self, T>,
     ) -> Matrix<Self, T> {
         crate::kernels::mlp_forward(mlp, x)
+    }
+
+    fn mlp_forward_constant_suffix(
+        mlp: &Mlp<Self>,
+        x: &Matrix<Self>,
+        suffix: &[f32],
+    ) -> Matrix<Self> {
+        crate::kernels::mlp_forward_constant_suffix(mlp, x, suffix)
     }
 
     fn adam_step(

@@ -2,7 +2,7 @@
 //! and the same gradients (weights, biases and input), for both activations, with and
 //! without a tape; Adam's fused step bit for bit; the vectorised `exp` against `f32::exp`.
 
-use denoise_gym::kernels::{adam_step, host_view};
+use denoise_gym::kernels::{adam_step, host_view, mlp_forward_constant_suffix};
 use denoise_gym::nn::{Activation, Mlp, Parameterized};
 use denoise_gym::optim::{global_norm, gradients_of};
 use denoise_gym::tensor::{matrix, Matrix};
@@ -176,4 +176,28 @@ fn silu_of_extreme_inputs_is_finite_and_nan_stays_nan() {
     }
     let nan = mlp.forward(matrix(&dev, vec![f32::NAN], 1, 1)).as_vec();
     assert!(nan[0].is_nan());
+}
+
+#[test]
+fn constant_suffix_forward_equals_the_forward_on_the_concatenated_input() {
+    // The sampler's path (one time embedding for the whole batch, folded into the first
+    // layer's bias) against the ordinary forward of `[x_r, suffix]`; 700 rows of a 128-wide
+    // network also take the two-block split.
+    let dev = Cpu::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for (rows, hidden, activation) in [(5, 16, Activation::Silu), (700, 128, Activation::Relu)] {
+        let mlp = Mlp::new(&dev, 2 + 6, hidden, 3, 2, activation, &mut rng);
+        let x = random_matrix(&dev, &mut rng, rows, 2);
+        let suffix: Vec<f32> = (0..6).map(|k| (k as f32 * 0.7).sin()).collect();
+        let repeated: Vec<f32> = (0..rows).flat_map(|_| suffix.clone()).collect();
+        let input = (x.clone(), matrix(&dev, repeated, rows, 6)).concat_along(Axis::<1>);
+        let expected = mlp.forward(input).as_vec();
+        let got = mlp_forward_constant_suffix(&mlp, &x, &suffix).as_vec();
+        let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max_abs_diff(&got, &expected) <= 1e-5 * scale,
+            "{rows} rows: {}",
+            max_abs_diff(&got, &expected)
+        );
+    }
 }
