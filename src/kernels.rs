@@ -501,6 +501,27 @@ fn backward_block(
     }
 }
 
+/// Adds the row blocks' weight, bias and input gradients into `grads` (the blocks in row
+/// order: each one's input gradient goes to its rows of `x`).
+fn add_block_gradients(
+    grads: &mut Gradients<f32, Cpu>,
+    layers: &[crate::nn::Linear<Cpu>],
+    blocks: &[BlockGradients],
+    x: &Matrix<Cpu>,
+) -> Result<(), CpuError> {
+    let mut offset = 0;
+    for block in blocks {
+        accumulate(grads, layers, block)?;
+        let grad_x = grads.get_or_alloc_mut(x)?;
+        add_into(
+            &mut grad_x[offset..offset + block.input.len()],
+            &block.input,
+        );
+        offset += block.input.len();
+    }
+    Ok(())
+}
+
 /// Adds a block's weight and bias gradients into `grads`.
 fn accumulate(
     grads: &mut Gradients<f32, Cpu>,
@@ -566,7 +587,6 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     }
     let linear_layers = mlp.layers.clone();
     let out_ghost = out.ghost();
-    let x_ghost = x.ghost();
     tape.add_backward_op(move |grads| {
         let upstream: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
         let block_grads: Vec<BlockGradients> = {
@@ -586,17 +606,7 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
                 )]
             }
         };
-        let mut offset = 0;
-        for block in &block_grads {
-            accumulate(grads, &linear_layers, block)?;
-            let grad_x = grads.get_or_alloc_mut(&x_ghost)?;
-            add_into(
-                &mut grad_x[offset..offset + block.input.len()],
-                &block.input,
-            );
-            offset += block.input.len();
-        }
-        Ok(())
+        add_block_gradients(grads, &linear_layers, &block_grads, &x)
     });
     out.put_tape(tape)
 }
@@ -740,7 +750,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
         return (value.put_tape(T::default()), gradient.put_tape(tape));
     }
     let layers = mlp.layers.clone();
-    let (value_ghost, gradient_ghost, x_ghost) = (value.ghost(), gradient.ghost(), x.ghost());
+    let (value_ghost, gradient_ghost) = (value.ghost(), gradient.ghost());
     tape.add_backward_op(move |grads| {
         let grad_value: Vec<f32> = grads.get_or_alloc_mut(&value_ghost)?.to_vec();
         let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
@@ -776,17 +786,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
                 )]
             }
         };
-        let mut offset = 0;
-        for block in &block_grads {
-            accumulate(grads, &layers, block)?;
-            let grad_x = grads.get_or_alloc_mut(&x_ghost)?;
-            add_into(
-                &mut grad_x[offset..offset + block.input.len()],
-                &block.input,
-            );
-            offset += block.input.len();
-        }
-        Ok(())
+        add_block_gradients(grads, &layers, &block_grads, &x)
     });
     (value.put_tape(T::default()), gradient.put_tape(tape))
 }
