@@ -311,6 +311,23 @@ unsafe fn matmul_raw(
         return;
     }
     MULTIPLY_ADDS.fetch_add((m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
+    if n <= NARROW_OUTPUT && k >= 16 && a_strides.1 == 1 && a_strides.0 >= k as isize {
+        // SAFETY: as the function's contract says; rows of `a` are contiguous.
+        unsafe {
+            matmul_narrow(
+                m,
+                k,
+                n,
+                accumulate,
+                a,
+                a_strides.0 as usize,
+                b,
+                b_strides,
+                dst,
+            )
+        };
+        return;
+    }
     // SAFETY: as the function's contract says.
     unsafe {
         gemm::gemm(
@@ -334,6 +351,69 @@ unsafe fn matmul_raw(
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// Products with at most this many output columns (the networks' 1-4-wide output layers)
+/// are dot products of `a`'s rows with `b`'s columns: gemm ran them at 7-30 GFLOP/s (its
+/// micro-kernel tiles are 6 columns wide and it packs both operands for them).
+const NARROW_OUTPUT: usize = 4;
+
+/// `dst = [dst +] a · b` for at most [`NARROW_OUTPUT`] columns, with `a`'s rows contiguous
+/// (row stride `a_row_stride`).
+///
+/// # Safety
+/// As [`matmul_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_narrow(
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    a: &[f32],
+    a_row_stride: usize,
+    b: &[f32],
+    b_strides: (isize, isize),
+    dst: *mut f32,
+) {
+    // b's columns, each contiguous.
+    let mut columns = vec![0.0f32; n * k];
+    for (j, column) in columns.chunks_exact_mut(k).enumerate() {
+        for (p, c) in column.iter_mut().enumerate() {
+            *c = b[(p as isize * b_strides.0 + j as isize * b_strides.1) as usize];
+        }
+    }
+    let mut products = vec![0.0f32; m * n];
+    narrow_dots(a, a_row_stride, k, &columns, &mut products);
+    for (i, v) in products.into_iter().enumerate() {
+        // SAFETY: `i < m × n`, inside the destination.
+        unsafe {
+            let d = dst.add(i);
+            *d = if accumulate { *d + v } else { v };
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i·n + j] = a_i · column_j` for the rows `a_i` (length `k`, `stride` apart) and
+    /// the `n` columns, in 16 lanes per dot product.
+    fn narrow_dots(a: &[f32], stride: usize, k: usize, columns: &[f32], out: &mut [f32]) {
+        const LANES: usize = 16;
+        let n = columns.len() / k;
+        for (i, out_row) in out.chunks_exact_mut(n).enumerate() {
+            let row = &a[i * stride..i * stride + k];
+            for (o, column) in out_row.iter_mut().zip(columns.chunks_exact(k)) {
+                let mut lanes = [0.0f32; LANES];
+                let (mut x, mut y) = (row.chunks_exact(LANES), column.chunks_exact(LANES));
+                for (xs, ys) in (&mut x).zip(&mut y) {
+                    for ((l, a), b) in lanes.iter_mut().zip(xs).zip(ys) {
+                        *l += a * b;
+                    }
+                }
+                let tail: f32 = x.remainder().iter().zip(y.remainder()).map(|(a, b)| a * b).sum();
+                *o = lanes.iter().sum::<f32>() + tail;
+            }
+        }
     }
 }
 
