@@ -390,28 +390,23 @@ impl<D: Backend> GaussianPolicy<D> {
     ) -> Matrix<D, T> {
         let eps = self.predict_eps(x_t.with_empty_tape(), ts);
         let s = &self.schedule;
-        if let Some(&t) = ts.first().filter(|&&t| ts.iter().all(|&u| u == t)) {
-            // One step for the whole batch: scalar coefficients, no per-row vectors.
-            let ab = s.alpha_bar(t);
-            let mut x0_hat = x_t.with_empty_tape() * (1.0 / ab.sqrt()) as f32
-                - eps * ((1.0 - ab).sqrt() / ab.sqrt()) as f32;
-            if self.spec.clip_x0 > 0.0 {
-                x0_hat = x0_hat.clamp(-self.spec.clip_x0, self.spec.clip_x0);
+        // One step for the whole batch (sampling, a rollout step): each coefficient is one
+        // scalar, not a per-row vector computed on the host (6% of T = 4 sampling).
+        let single_step = ts.first().copied().filter(|&t| ts.iter().all(|&u| u == t));
+        let scale = |x: Matrix<D, T>, f: &dyn Fn(usize) -> f64| -> Matrix<D, T> {
+            match single_step {
+                Some(t) => x * f(t) as f32,
+                None => scale_rows(x, &ts.iter().map(|&t| f(t) as f32).collect::<Vec<_>>()),
             }
-            return x0_hat * s.posterior_c1(t) as f32 + x_t * s.posterior_c2(t) as f32;
-        }
-        let coef =
-            |f: &dyn Fn(usize) -> f64| -> Vec<f32> { ts.iter().map(|&t| f(t) as f32).collect() };
-        let inv_sqrt_ab = coef(&|t| 1.0 / s.alpha_bar(t).sqrt());
-        let eps_weight = coef(&|t| (1.0 - s.alpha_bar(t)).sqrt() / s.alpha_bar(t).sqrt());
-        let c1 = coef(&|t| s.posterior_c1(t));
-        let c2 = coef(&|t| s.posterior_c2(t));
-        let mut x0_hat =
-            scale_rows(x_t.with_empty_tape(), &inv_sqrt_ab) - scale_rows(eps, &eps_weight);
+        };
+        let mut x0_hat = scale(x_t.with_empty_tape(), &|t| 1.0 / s.alpha_bar(t).sqrt())
+            - scale(eps, &|t| {
+                (1.0 - s.alpha_bar(t)).sqrt() / s.alpha_bar(t).sqrt()
+            });
         if self.spec.clip_x0 > 0.0 {
             x0_hat = x0_hat.clamp(-self.spec.clip_x0, self.spec.clip_x0);
         }
-        scale_rows(x0_hat, &c1) + scale_rows(x_t, &c2)
+        scale(x0_hat, &|t| s.posterior_c1(t)) + scale(x_t, &|t| s.posterior_c2(t))
     }
 
     /// The effective `1 × T` row of `log σ_t` (frozen entries replaced by their values).
