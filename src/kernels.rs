@@ -426,6 +426,34 @@ multiversion! {
 /// batch 200 from 238 to 272 it/s, and was within the noise elsewhere.
 const PARALLEL_MLP_MIN_WORK: usize = 1 << 19;
 
+/// Whether this process forks work onto a second core (`RAYON_NUM_THREADS`, or the cores).
+fn two_threads() -> bool {
+    rayon::current_num_threads() >= 2
+}
+
+/// Whether a pass over `rows` rows that costs `work` multiply-adds runs as two row blocks.
+fn splits(rows: usize, work: usize) -> bool {
+    two_threads() && rows >= 2 && work >= PARALLEL_MLP_MIN_WORK
+}
+
+/// `f(block, block_rows)` over the rows of `x` (`inputs` wide, row-major): in two halves,
+/// the second on the helper thread, when `split`; else once over all of them.
+fn in_row_blocks<R: Send>(
+    x: &[f32],
+    inputs: usize,
+    rows: usize,
+    split: bool,
+    f: impl Fn(&[f32], usize) -> R + Sync,
+) -> Vec<R> {
+    if !split {
+        return vec![f(x, rows)];
+    }
+    let half = rows / 2;
+    let (top, bottom) = x.split_at(half * inputs);
+    let (a, b) = crate::fork::join(|| f(top, half), || f(bottom, rows - half));
+    vec![a, b]
+}
+
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
 type HostLayer<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, usize, usize);
 
@@ -628,29 +656,15 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     let activation = mlp.activation;
     let n_out = mlp.layers.last().map_or(inputs, |l| l.outputs());
     let weights_per_row: usize = mlp.layers.iter().map(|l| l.inputs() * l.outputs()).sum();
-    let split = rayon::current_num_threads() >= 2
-        && rows >= 2
-        && rows * weights_per_row >= PARALLEL_MLP_MIN_WORK;
     let mut blocks: Vec<ForwardBlock> = {
         let layers = host_layers(&mlp.layers);
-        let x_host = host_data(&x);
-        if split {
-            let half = rows / 2;
-            let (top, bottom) = x_host.split_at(half * inputs);
-            let (a, b) = crate::fork::join(
-                || forward_block(&layers, activation, top, half, T::OWNS_TAPE),
-                || forward_block(&layers, activation, bottom, rows - half, T::OWNS_TAPE),
-            );
-            vec![a, b]
-        } else {
-            vec![forward_block(
-                &layers,
-                activation,
-                &x_host,
-                rows,
-                T::OWNS_TAPE,
-            )]
-        }
+        in_row_blocks(
+            &host_data(&x),
+            inputs,
+            rows,
+            splits(rows, rows * weights_per_row),
+            |block, n| forward_block(&layers, activation, block, n, T::OWNS_TAPE),
+        )
     };
     // Backward does not read the outputs: move them out rather than copy.
     let output_data: Vec<f32> = if blocks.len() == 1 {
@@ -732,23 +746,14 @@ pub fn mlp_forward_constant_suffix(mlp: &Mlp<Cpu>, x: &Matrix<Cpu>, suffix: &[f3
     let weights_per_row: usize = layers.iter().map(|(_, _, i, o)| i * o).sum();
     let activation = mlp.activation;
     let n_outputs = layers.last().map_or(cols, |l| l.3);
-    let x_host = host_data(x);
-    let output: Vec<f32> = if rayon::current_num_threads() >= 2
-        && rows >= 2
-        && rows * weights_per_row >= PARALLEL_MLP_MIN_WORK
-    {
-        let half = rows / 2;
-        let (top, bottom) = x_host.split_at(half * cols);
-        let (a, b) = crate::fork::join(
-            || forward_block(&layers, activation, top, half, false),
-            || forward_block(&layers, activation, bottom, rows - half, false),
-        );
-        let mut output = a.output;
-        output.extend_from_slice(&b.output);
-        output
-    } else {
-        forward_block(&layers, activation, &x_host, rows, false).output
-    };
+    let output: Vec<f32> = in_row_blocks(
+        &host_data(x),
+        cols,
+        rows,
+        splits(rows, rows * weights_per_row),
+        |block, n| forward_block(&layers, activation, block, n, false).output,
+    )
+    .concat();
     dev.tensor_from_vec(output, (rows, n_outputs))
 }
 
@@ -797,24 +802,16 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     assert!(dim <= inputs, "dim within the input width");
     let (x, mut tape) = x.split_tape();
     let weights_per_row: usize = mlp.layers.iter().map(|l| l.inputs() * l.outputs()).sum();
-    // Twice the work of a forward per row (the value and the chain), split as mlp_forward.
-    let split = rayon::current_num_threads() >= 2
-        && rows >= 2
-        && 2 * rows * weights_per_row >= PARALLEL_MLP_MIN_WORK;
     let mut blocks: Vec<InputGradientBlock> = {
-        let x_host: Cow<[f32]> = host_data(&x);
         let host = host_layers(&mlp.layers);
-        if split {
-            let half = rows / 2;
-            let (top, bottom) = x_host.split_at(half * inputs);
-            let (a, b) = crate::fork::join(
-                || input_gradient_block(&host, top, half, dim),
-                || input_gradient_block(&host, bottom, rows - half, dim),
-            );
-            vec![a, b]
-        } else {
-            vec![input_gradient_block(&host, &x_host, rows, dim)]
-        }
+        // Twice the work of a forward per row (the value and the chain).
+        in_row_blocks(
+            &host_data(&x),
+            inputs,
+            rows,
+            splits(rows, 2 * rows * weights_per_row),
+            |block, n| input_gradient_block(&host, block, n, dim),
+        )
     };
     let value_data: Vec<f32> = blocks
         .iter_mut()
@@ -1002,7 +999,7 @@ pub fn adam_step(
     let (one_minus_beta1, one_minus_beta2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
     let (beta1, beta2) = (beta1 as f32, beta2 as f32);
     let coefficients = [beta1, beta2, one_minus_beta1, one_minus_beta2];
-    if p.len() >= PARALLEL_ELEMENTWISE_MIN && rayon::current_num_threads() >= 2 {
+    if p.len() >= PARALLEL_ELEMENTWISE_MIN && two_threads() {
         let half = p.len() / 2;
         let (p_top, p_bottom) = p.split_at_mut(half);
         let (m_top, m_bottom) = m.split_at_mut(half);
