@@ -597,9 +597,24 @@ pub fn forward_log_density_gradient<D: Backend>(
     )
 }
 
+/// What [`r1_penalty`] returns.
+pub struct R1Terms<D: Backend, T> {
+    /// `D(x_{t-1}, t-1)` per row, sharing the penalty's tape.
+    pub value: Vector<D, T>,
+    /// `(r1/2) mean_i ‖∇_{x_{t-1}} [D(x_{t-1}, t-1) + log q(x_t | x_{t-1})]‖²`, traced in φ.
+    pub penalty: Tensor<(), f32, D, T>,
+    /// `∇_x D(x_{t-1}, t-1)` alone (`B × d`), untraced, for diagnostics.
+    pub energy_gradient: Matrix<D>,
+}
+
 /// The R1 penalty of SPEC §5 on real pairs, `(r1/2) mean_i ‖∇_{x_{t-1}} [D(x_{t-1}, t-1) +
-/// log q(x_t | x_{t-1})]‖²`, traced in φ; returned with `D(x_{t-1}, t-1)` (see
-/// [`StepEnergy::value_and_input_gradient`] for how the two share one tape).
+/// log q(x_t | x_{t-1})]‖²`, traced in φ, with `D(x_{t-1}, t-1)` (see
+/// [`StepEnergy::value_and_input_gradient`] for how the two share one tape) and the
+/// energy's own input gradient.
+///
+/// Because `E[∇_{x_{t-1}} log q(x_t | x_{t-1}) | x_{t-1}] = 0` under the forward process,
+/// the penalty's expectation is `(r1/2) (E‖∇_x D‖² + E‖∇ log q‖²)`: R1 on the full
+/// conditional shrinks `∇_x D` itself toward zero on the data.
 pub fn r1_penalty<D: Backend, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
     energy: &StepEnergy<D>,
     schedule: &Schedule,
@@ -607,13 +622,18 @@ pub fn r1_penalty<D: Backend, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
     x_t: &Matrix<D>,
     ts: &[usize],
     r1: f64,
-) -> (Vector<D, T>, Tensor<(), f32, D, T>) {
+) -> R1Terms<D, T> {
     let steps: Vec<usize> = ts.iter().map(|t| t - 1).collect();
     let constant_part =
         forward_log_density_gradient(schedule, &x_prev.retaped::<NoneTape>(), x_t, ts);
     let (value, gradient) = energy.value_and_input_gradient(x_prev, &steps);
+    let energy_gradient = gradient.retaped::<NoneTape>();
     let full = gradient + constant_part;
-    (value, row_sums(full.square()).mean() * (0.5 * r1) as f32)
+    R1Terms {
+        value,
+        penalty: row_sums(full.square()).mean() * (0.5 * r1) as f32,
+        energy_gradient,
+    }
 }
 
 /// One iteration's random draws (from the project RNG, so an iteration is reproducible).
@@ -663,19 +683,30 @@ pub fn real_pair<D: Backend>(
     noise: &StepNoise<D>,
 ) -> (Matrix<D>, Matrix<D>) {
     let ts = &noise.ts;
-    let x_prev = scale_rows(
-        x0.clone(),
-        &per_row(ts, |t| schedule.alpha_bar(t - 1).sqrt()),
-    ) + scale_rows(
-        noise.eps_prev.clone(),
-        &per_row(ts, |t| (1.0 - schedule.alpha_bar(t - 1)).sqrt()),
-    );
+    let x_prev = noised_to_previous_step(schedule, x0, &noise.eps_prev, ts);
     let x_t = scale_rows(x_prev.clone(), &per_row(ts, |t| schedule.alpha(t).sqrt()))
         + scale_rows(
             noise.eps_t.clone(),
             &per_row(ts, |t| schedule.beta(t).sqrt()),
         );
     (x_prev, x_t)
+}
+
+/// `x_{t-1} = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}) ε` per row: a draw of the forward marginal
+/// `q(x_{t-1} | x_0)`.
+fn noised_to_previous_step<D: Backend>(
+    schedule: &Schedule,
+    x0: &Matrix<D>,
+    eps: &Matrix<D>,
+    ts: &[usize],
+) -> Matrix<D> {
+    scale_rows(
+        x0.clone(),
+        &per_row(ts, |t| schedule.alpha_bar(t - 1).sqrt()),
+    ) + scale_rows(
+        eps.clone(),
+        &per_row(ts, |t| (1.0 - schedule.alpha_bar(t - 1)).sqrt()),
+    )
 }
 
 /// DDAEBM: the per-step energy, the latent generator, the encoder, and their optimisers.
@@ -773,6 +804,43 @@ impl<D: Backend> Ddaebm<D> {
         rng: &mut ProjectRng,
         iteration: u64,
     ) -> Result<Stats> {
+        self.step(x0, None, rng, iteration)
+    }
+
+    /// [`Ddaebm::train_step`] with a perfect generator in the energy step: its fakes are
+    /// `x̃_{t-1} ~ q(x_{t-1} | x_0')` of a second, independent data batch `x0_fake` (same
+    /// `t` per row), i.e. exact draws of the marginal a generator that matches the data
+    /// would produce. The generator + encoder step is unchanged (it still trains against
+    /// the energy). An ablation: it shows what `L_D` makes of `D` at the game's
+    /// equilibrium, where `mean(-D(real) + D(fake))` has zero expected gradient.
+    ///
+    /// # Errors
+    /// As [`Ddaebm::train_step`], and [`Error::InvalidArgument`] if `x0_fake`'s shape is
+    /// not `x0`'s.
+    pub fn train_step_with_perfect_fakes(
+        &mut self,
+        x0: &Matrix<D>,
+        x0_fake: &Matrix<D>,
+        rng: &mut ProjectRng,
+        iteration: u64,
+    ) -> Result<Stats> {
+        if x0_fake.shape() != x0.shape() {
+            return Err(Error::InvalidArgument(format!(
+                "ddaebm step: the perfect fakes' data batch is {:?}, the real one {:?}",
+                x0_fake.shape(),
+                x0.shape()
+            )));
+        }
+        self.step(x0, Some(x0_fake), rng, iteration)
+    }
+
+    fn step(
+        &mut self,
+        x0: &Matrix<D>,
+        x0_fake: Option<&Matrix<D>>,
+        rng: &mut ProjectRng,
+        iteration: u64,
+    ) -> Result<Stats> {
         let (rows, dim) = *x0.shape();
         if rows == 0 || dim != self.dim() {
             return Err(Error::InvalidArgument(format!(
@@ -803,8 +871,20 @@ impl<D: Backend> Ddaebm<D> {
         );
         let (fake, fake_tape) = fake.split_tape();
 
+        let energy_fake = match x0_fake {
+            None => fake.clone(),
+            Some(x0_fake) => {
+                let eps = normal_matrix(&dev, rng, rows, dim);
+                noised_to_previous_step(&schedule, x0_fake, &eps, ts)
+            }
+        };
+
         // Energy step: L_D = mean(-D(x_{t-1}) + D(x̃_{t-1})) + R1.
-        let (d_real, r1) = r1_penalty(
+        let R1Terms {
+            value: d_real,
+            penalty: r1,
+            energy_gradient,
+        } = r1_penalty(
             &self.energy,
             &schedule,
             x_prev.clone().traced(Gradients::leaky()),
@@ -814,10 +894,19 @@ impl<D: Backend> Ddaebm<D> {
         );
         let d_fake = self
             .energy
-            .forward(fake.clone().traced(Gradients::leaky()), &steps);
+            .forward(energy_fake.traced(Gradients::leaky()), &steps);
         let d_real_mean = d_real.as_vec().iter().map(|&v| v as f64).sum::<f64>() / rows as f64;
         let d_fake_mean = d_fake.as_vec().iter().map(|&v| v as f64).sum::<f64>() / rows as f64;
         let r1_value = r1.as_vec()[0] as f64;
+        // ‖∇_x D(x_0, 0)‖² on the real rows at t = 1, the number to hold against the data
+        // score's E‖∇ log p‖² (what D(·, 0) = log p would need).
+        let score_sq: Vec<f64> = energy_gradient
+            .as_vec()
+            .chunks(dim)
+            .zip(ts)
+            .filter(|&(_, &t)| t == 1)
+            .map(|(row, _)| row.iter().map(|&g| (g as f64).powi(2)).sum())
+            .collect();
         let loss_d = d_fake.mean::<(), _>() - d_real.mean::<(), _>() + r1;
         let loss_d_value = ensure_finite("ddaebm/loss_D", loss_d.as_vec()[0] as f64, iteration)?;
         let mut grads = loss_d.backward();
@@ -880,7 +969,7 @@ impl<D: Backend> Ddaebm<D> {
         params.extend(self.encoder.parameters_mut());
         self.generator_optimizer.update(params, &generator_grads)?;
 
-        Ok(vec![
+        let mut stats: Stats = vec![
             ("ddaebm/loss_D".into(), loss_d_value),
             ("ddaebm/loss_G".into(), loss_g_value),
             ("ddaebm/r1".into(), r1_value),
@@ -893,7 +982,12 @@ impl<D: Backend> Ddaebm<D> {
             ("ddaebm/kl_z".into(), kl_value),
             ("ddaebm/grad_norm_D".into(), grad_norm_d),
             ("ddaebm/grad_norm_G".into(), grad_norm_g),
-        ])
+        ];
+        if !score_sq.is_empty() {
+            let mean = score_sq.iter().sum::<f64>() / score_sq.len() as f64;
+            stats.push(("ddaebm/grad_x_D0_sq".into(), mean));
+        }
+        Ok(stats)
     }
 
     /// Writes the three networks and both optimisers' state under `prefix`.

@@ -123,7 +123,7 @@ fn r1_value_and_its_phi_gradient_match_finite_differences() {
         let (x_host, x_t_host) = (x.as_vec(), x_t.as_vec());
 
         let penalty_of = |energy: &StepEnergy<Dev>| -> f64 {
-            let (_, penalty) = r1_penalty(energy, &schedule, x.clone(), &x_t, &ts, r1);
+            let penalty = r1_penalty(energy, &schedule, x.clone(), &x_t, &ts, r1).penalty;
             penalty.as_vec()[0] as f64
         };
         let value = penalty_of(&energy);
@@ -134,14 +134,15 @@ fn r1_value_and_its_phi_gradient_match_finite_differences() {
         );
 
         // φ-gradient of the penalty alone (the value is not in the loss).
-        let (_, penalty) = r1_penalty(
+        let penalty = r1_penalty(
             &energy,
             &schedule,
             x.clone().traced(Gradients::leaky()),
             &x_t,
             &ts,
             r1,
-        );
+        )
+        .penalty;
         let mut grads = penalty.backward();
         let analytic: Vec<Vec<f32>> = gradients_of(&mut grads, &energy.parameters())
             .unwrap()
@@ -455,4 +456,66 @@ fn fused_value_and_input_gradient_splits_large_calls_into_two_row_blocks_exactly
     };
     let energy = StepEnergy::<Dev>::new(&Dev::default(), &wide, 4, &mut seeded(9, 0));
     check_fused_value_and_input_gradient(&energy, 301);
+}
+
+/// The equilibrium of L_D (SPEC §5): with fakes drawn from the data's own forward marginal
+/// (a perfect generator), `mean(-D(real) + D(fake))` has zero expected gradient and R1,
+/// whose expectation is `(r1/2) E‖∇_x D‖²` plus a constant, flattens `D` on the data; with
+/// the (here untrained) generator's fakes, `D` keeps the slope that separates them.
+#[test]
+fn a_perfect_generator_leaves_the_energy_flat_on_the_data() {
+    let dev = Dev::default();
+    let config = DdaebmConfig {
+        r1: 1.0,
+        lr_energy: 1e-3,
+        lr_generator: 1e-3,
+        ..DdaebmConfig::default()
+    };
+    let mut rng = seeded(11, 0);
+    let initial =
+        Ddaebm::<Dev>::new(&dev, &spec(Activation::Relu), schedule(), config, &mut rng).unwrap();
+    let slope = |stats: &[(String, f64)]| {
+        stats
+            .iter()
+            .find(|(k, _)| k == "ddaebm/grad_x_D0_sq")
+            .map(|(_, v)| *v)
+    };
+    let train = |perfect: bool| {
+        let mut model = initial.clone();
+        let mut rng = seeded(12, 0);
+        let (mut early, mut late) = (Vec::new(), Vec::new());
+        for iteration in 1..=400 {
+            let x0 = normal_matrix(&dev, &mut rng, 64, 2) * 0.1 + 1.0;
+            let stats = if perfect {
+                let x0_fake = normal_matrix(&dev, &mut rng, 64, 2) * 0.1 + 1.0;
+                model
+                    .train_step_with_perfect_fakes(&x0, &x0_fake, &mut rng, iteration)
+                    .unwrap()
+            } else {
+                model.train_step(&x0, &mut rng, iteration).unwrap()
+            };
+            match iteration {
+                1..=20 => early.extend(slope(&stats)),
+                301.. => late.extend(slope(&stats)),
+                _ => {}
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        (mean(&early), mean(&late))
+    };
+    let (start, perfect) = train(true);
+    let (_, generator) = train(false);
+    eprintln!("start {start} perfect {perfect} generator {generator}");
+    assert!(
+        perfect < start / 10.0 && perfect < generator / 10.0,
+        "E‖∇_x D(x, 0)‖² on the data: {start} at the start, {perfect} after 400 steps \
+         against perfect fakes, {generator} against the generator's"
+    );
+    // Mismatched batches are an error.
+    let mut model = initial.clone();
+    let x0 = normal_matrix(&dev, &mut rng, 8, 2);
+    let wrong = normal_matrix(&dev, &mut rng, 4, 2);
+    assert!(model
+        .train_step_with_perfect_fakes(&x0, &wrong, &mut rng, 1)
+        .is_err());
 }

@@ -280,6 +280,8 @@ config_section! {
         pub betas: [f64; 2] = [0.0, 0.9],
         /// Global gradient-norm clip of each optimiser (0 = off).
         pub grad_clip: f64 = 0.0,
+        /// Ablation: the energy step's fakes are forward-noised draws of a second data batch (a perfect generator), showing what L_D makes of D at equilibrium.
+        pub perfect_generator_fakes: bool = false,
         /// Log every this many iterations (1: every iteration's losses are in the curves).
         pub log_every: u64 = 1,
         /// Write a checkpoint every this many iterations (and at the end).

@@ -118,7 +118,13 @@ impl<D: Backend> PhaseState<D> for DdaebmState<D> {
         let dev = self.model.energy.net.layers[0].weight.device().clone();
         let x0 = matrix(&dev, dataset.sample(batch, &mut self.rng), batch, dim);
         let next = self.iteration + 1;
-        let stats = self.model.train_step(&x0, &mut self.rng, next)?;
+        let stats = if config.ddaebm.perfect_generator_fakes {
+            let x0_fake = matrix(&dev, dataset.sample(batch, &mut self.rng), batch, dim);
+            self.model
+                .train_step_with_perfect_fakes(&x0, &x0_fake, &mut self.rng, next)?
+        } else {
+            self.model.train_step(&x0, &mut self.rng, next)?
+        };
         self.iteration = next;
         Ok(stats)
     }
