@@ -83,7 +83,10 @@ pub fn host_view_mut(t: &mut Matrix<Cpu>) -> Option<&mut [f32]> {
 /// polynomial) with only arithmetic and bit operations, so that loops over it vectorise
 /// (`f32::exp` is a libm call, and Rust's saturating `as i32` is scalar). Inputs are
 /// clamped to where `exp` is a normal f32; a NaN input gives a finite value, and the
-/// callers' own factor `x` carries the NaN through.
+/// callers' own factor `x` carries the NaN through. The polynomial is written in
+/// `mul_add`s, which the AVX-512 and AVX2 + FMA builds of the loops compile to `vfmadd`
+/// (T = 4 sampling +10-12%, 3 interleaved runs); without FMA, `mul_add` is computed in
+/// software, slower but to the same bits.
 #[inline(always)]
 fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -94,14 +97,14 @@ fn exp_approx(x: f32) -> f32 {
     let shifted = x * LOG2E + ROUND;
     let nf = shifted - ROUND;
     let n = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let r = x - nf * 0.693_359_4 + nf * 2.121_944_4e-4;
+    let r = nf.mul_add(2.121_944_4e-4, nf.mul_add(-0.693_359_4, x));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let poly = p * r * r + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    let poly = (p * r).mul_add(r, r + 1.0);
     poly * f32::from_bits(((n + 127) as u32) << 23)
 }
 

@@ -155,10 +155,10 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// The best of `repeats` timings of one `rows × 128 · 128 × 128` product, in GFLOP/s,
-/// on one thread, or with `split` as two row halves on two (as the MLP kernels split).
-fn gemm_rate(rows: usize, repeats: usize, split: bool) -> f64 {
-    let width = 128;
+/// The best of `repeats` timings of one `rows × width · width × width` product, in
+/// GFLOP/s, on one thread, or with `split` as two row halves on two (as the MLP kernels
+/// split).
+fn gemm_rate(rows: usize, width: usize, repeats: usize, split: bool) -> f64 {
     let a: Vec<f32> = (0..rows * width).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..width * width).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut dst = vec![0.0f32; rows * width];
@@ -216,11 +216,16 @@ pub fn machine_info(device: &str) -> MachineInfo {
         gemm_gflops: [
             (
                 "1024x128x128, 1 thread".to_string(),
-                gemm_rate(1024, 20, false),
+                gemm_rate(1024, 128, 20, false),
             ),
             (
                 "4096x128x128, 2 row halves".to_string(),
-                gemm_rate(4096, 10, true),
+                gemm_rate(4096, 128, 10, true),
+            ),
+            // One of DDAEBM's row blocks at its reference batch 200 (width 300).
+            (
+                "100x300x300, 1 thread".to_string(),
+                gemm_rate(100, 300, 20, false),
             ),
         ]
         .into_iter()
