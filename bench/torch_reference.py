@@ -896,7 +896,11 @@ class Ddaebm:
         # before the generator loss is the same computation.
         self.energy_optimizer.step()
 
-        # Generator + encoder step against the updated energy.
+        # Generator + encoder step against the updated energy, held fixed: the backward
+        # pass reaches the fake through D but computes no gradient of D's weights (Rust:
+        # `StepEnergy::forward_frozen`; GAN code's `requires_grad_(False)` on the critic).
+        for p in self.energy_params:
+            p.requires_grad_(False)
         conditional = self.d(fake, steps) + self.forward_log_density(fake, x_t, ts)
         reverse = conditional.mean() * -1.0
         m_fake, v_fake = self.encode(fake, x_t, ts)
@@ -913,8 +917,9 @@ class Ddaebm:
         loss_g = reverse + latent * self.lambda_z + recon + kl
         loss_g_value = check_finite("ddaebm/loss_G", loss_g.item())
         self.generator_optimizer.zero_grad()
-        # Reaches D's weights too (as in Rust); they are zeroed before D's next step.
         loss_g.backward()
+        for p in self.energy_params:
+            p.requires_grad_(True)
         check_finite("ddaebm/grad_norm_G", grad_norm_and_clip(self.generator_params, self.grad_clip))
         self.generator_optimizer.step()
         return dict(loss_D=loss_d_value, loss_G=loss_g_value, r1=r1_value, D_real=d_real_mean,

@@ -559,32 +559,37 @@ fn backward_block(
     x: &[f32],
     block: &ForwardBlock,
     upstream: &[f32],
+    weight_gradients: bool,
 ) -> BlockGradients {
     let rows = block.rows;
-    let mut weights = vec![Vec::new(); layers.len()];
-    let mut biases = vec![Vec::new(); layers.len()];
+    // Without weight gradients both stay empty, and `accumulate` adds nothing.
+    let kept = if weight_gradients { layers.len() } else { 0 };
+    let mut weights = vec![Vec::new(); kept];
+    let mut biases = vec![Vec::new(); kept];
     let mut g = upstream.to_vec();
     for l in (0..layers.len()).rev() {
         let (weight, _, n_in, n_out) = &layers[l];
         let (n_in, n_out) = (*n_in, *n_out);
-        let input: &[f32] = if l == 0 {
-            x
-        } else {
-            &block.hidden_inputs[l - 1]
-        };
-        // dW = aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
-        weights[l] = matmul_new(
-            (n_in, rows, n_out),
-            input,
-            (1, n_in as isize),
-            &g,
-            (n_out as isize, 1),
-        );
-        let mut bias = vec![0.0; n_out];
-        for row in g.chunks_exact(n_out) {
-            add_into(&mut bias, row);
+        if weight_gradients {
+            let input: &[f32] = if l == 0 {
+                x
+            } else {
+                &block.hidden_inputs[l - 1]
+            };
+            // dW = aᵀ g: aᵀ is `n_in × rows`, read through a's strides swapped.
+            weights[l] = matmul_new(
+                (n_in, rows, n_out),
+                input,
+                (1, n_in as isize),
+                &g,
+                (n_out as isize, 1),
+            );
+            let mut bias = vec![0.0; n_out];
+            for row in g.chunks_exact(n_out) {
+                add_into(&mut bias, row);
+            }
+            biases[l] = bias;
         }
-        biases[l] = bias;
         // g Wᵀ: Wᵀ is `n_out × n_in`, read through W's strides swapped.
         let mut below = matmul_new(
             (rows, n_out, n_in),
@@ -633,15 +638,15 @@ fn add_block_gradients(
     Ok(())
 }
 
-/// Adds a block's weight and bias gradients into `grads`.
+/// Adds a block's weight and bias gradients into `grads` (none for a frozen pass).
 fn accumulate(
     grads: &mut Gradients<f32, Cpu>,
     layers: &[crate::nn::Linear<Cpu>],
     block: &BlockGradients,
 ) -> Result<(), CpuError> {
-    for (l, layer) in layers.iter().enumerate() {
-        add_into(grads.get_or_alloc_mut(&layer.weight)?, &block.weights[l]);
-        add_into(grads.get_or_alloc_mut(&layer.bias)?, &block.biases[l]);
+    for ((layer, weight), bias) in layers.iter().zip(&block.weights).zip(&block.biases) {
+        add_into(grads.get_or_alloc_mut(&layer.weight)?, weight);
+        add_into(grads.get_or_alloc_mut(&layer.bias)?, bias);
     }
     Ok(())
 }
@@ -652,6 +657,23 @@ fn accumulate(
 pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
     mlp: &Mlp<Cpu>,
     x: Matrix<Cpu, T>,
+) -> Matrix<Cpu, T> {
+    mlp_forward_with(mlp, x, true)
+}
+
+/// [`crate::tensor::Backend::mlp_forward_frozen`] on the CPU: [`mlp_forward`] whose
+/// backward computes the input's gradient only (no `aᵀ g` products, no bias sums).
+pub fn mlp_forward_frozen<T: Tape<f32, Cpu> + Merge<T>>(
+    mlp: &Mlp<Cpu>,
+    x: Matrix<Cpu, T>,
+) -> Matrix<Cpu, T> {
+    mlp_forward_with(mlp, x, false)
+}
+
+fn mlp_forward_with<T: Tape<f32, Cpu> + Merge<T>>(
+    mlp: &Mlp<Cpu>,
+    x: Matrix<Cpu, T>,
+    weight_gradients: bool,
 ) -> Matrix<Cpu, T> {
     let dev = x.device().clone();
     let (rows, inputs) = *x.shape();
@@ -693,13 +715,27 @@ pub fn mlp_forward<T: Tape<f32, Cpu> + Merge<T>>(
                 let (x_top, x_bottom) = x_host.split_at(a.rows * inputs);
                 let (up_top, up_bottom) = upstream.split_at(a.rows * n_out);
                 let (ga, gb) = crate::fork::join(
-                    || backward_block(&layers, activation, x_top, a, up_top),
-                    || backward_block(&layers, activation, x_bottom, b, up_bottom),
+                    || backward_block(&layers, activation, x_top, a, up_top, weight_gradients),
+                    || {
+                        backward_block(
+                            &layers,
+                            activation,
+                            x_bottom,
+                            b,
+                            up_bottom,
+                            weight_gradients,
+                        )
+                    },
                 );
                 vec![ga, gb]
             } else {
                 vec![backward_block(
-                    &layers, activation, &x_host, &blocks[0], &upstream,
+                    &layers,
+                    activation,
+                    &x_host,
+                    &blocks[0],
+                    &upstream,
+                    weight_gradients,
                 )]
             }
         };
@@ -934,7 +970,7 @@ fn input_gradient_backward(
     let n_layers = host.len();
     let inputs = host[0].2;
     let rows = block.forward.rows;
-    let mut grads = backward_block(host, Activation::Relu, x, &block.forward, grad_value);
+    let mut grads = backward_block(host, Activation::Relu, x, &block.forward, grad_value, true);
     let activations = &block.forward.hidden_inputs;
     // The chain's path, from the input side up: P = ∂L/∂g_l.
     let mut p = vec![0.0f32; rows * inputs];

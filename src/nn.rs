@@ -126,6 +126,13 @@ impl<D: Backend> Mlp<D> {
         D::mlp_forward(self, x)
     }
 
+    /// [`Mlp::forward`] for a network held fixed in this backward pass: gradients reach
+    /// the input, and the weights' gradients may be left out (see
+    /// [`Backend::mlp_forward_frozen`]); read none of them.
+    pub fn forward_frozen<T: Tape<f32, D> + Merge<T>>(&self, x: Matrix<D, T>) -> Matrix<D, T> {
+        D::mlp_forward_frozen(self, x)
+    }
+
     /// The forward pass composed of dfdx ops, layer by layer: what devices without a
     /// fused kernel run, and the reference the fused kernel is tested against.
     pub fn forward_composed<T: Tape<f32, D> + Merge<T>>(&self, x: Matrix<D, T>) -> Matrix<D, T> {

@@ -21,6 +21,17 @@ pub trait Backend: Device<f32> + Default {
         mlp.forward_composed(x)
     }
 
+    /// The forward pass of an MLP whose weights stay fixed in this backward pass (a
+    /// network a loss differentiates through, not into): the input's gradient is exact,
+    /// the weights' gradients may be left out (the CPU kernel computes none, which saves
+    /// a product per layer). The default is [`Backend::mlp_forward`].
+    fn mlp_forward_frozen<T: Tape<f32, Self> + Merge<T>>(
+        mlp: &Mlp<Self>,
+        x: Matrix<Self, T>,
+    ) -> Matrix<Self, T> {
+        Self::mlp_forward(mlp, x)
+    }
+
     /// The forward pass of an MLP, without a tape, on inputs `[x_r, suffix]`: every row
     /// of `x` followed by the same `suffix` (a time embedding shared by the whole batch).
     /// The default builds the inputs and calls [`Mlp::forward`].
@@ -91,6 +102,13 @@ impl Backend for Cpu {
         x: Matrix<Self, T>,
     ) -> Matrix<Self, T> {
         crate::kernels::mlp_forward(mlp, x)
+    }
+
+    fn mlp_forward_frozen<T: Tape<f32, Self> + Merge<T>>(
+        mlp: &Mlp<Self>,
+        x: Matrix<Self, T>,
+    ) -> Matrix<Self, T> {
+        crate::kernels::mlp_forward_frozen(mlp, x)
     }
 
     fn mlp_forward_constant_suffix(

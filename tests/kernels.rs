@@ -201,3 +201,48 @@ fn constant_suffix_forward_equals_the_forward_on_the_concatenated_input() {
         );
     }
 }
+
+/// `Mlp::forward_frozen`: the same output and, bit for bit, the same input gradient as
+/// `Mlp::forward` (both the single block and the two-block split), and every weight and
+/// bias gradient left at zero.
+#[test]
+fn frozen_forward_gives_the_input_gradient_and_no_weight_gradients() {
+    let dev = Cpu::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for (rows, activation) in [(23, Activation::Silu), (600, Activation::Relu)] {
+        let mlp = Mlp::new(&dev, 20, 128, 2, 3, activation, &mut rng);
+        let x = random_matrix(&dev, &mut rng, rows, 20);
+        let weights = random_matrix(&dev, &mut rng, rows, 3);
+        let run = |frozen: bool| {
+            let traced = x.clone().traced(Gradients::leaky());
+            let out = if frozen {
+                mlp.forward_frozen(traced)
+            } else {
+                mlp.forward(traced)
+            };
+            let value = out.as_vec();
+            let mut grads = (out * weights.clone()).sum().backward();
+            let input = grads.get(&x).as_vec();
+            // A gradient the pass did not write reads as zeros.
+            let weight_grads: Vec<bool> = gradients_of(&mut grads, &mlp.parameters())
+                .expect("gradients")
+                .iter()
+                .map(|g| g.as_vec().iter().any(|v| *v != 0.0))
+                .collect();
+            (value, input, weight_grads)
+        };
+        let (value, input, weight_grads) = run(false);
+        let (value_frozen, input_frozen, weight_grads_frozen) = run(true);
+        assert_eq!(value, value_frozen, "{activation:?}, {rows} rows: outputs");
+        assert_eq!(
+            input, input_frozen,
+            "{activation:?}, {rows} rows: input gradient"
+        );
+        assert!(input.iter().any(|g| *g != 0.0));
+        assert!(weight_grads.iter().all(|&kept| kept));
+        assert!(
+            weight_grads_frozen.iter().all(|&kept| !kept),
+            "{activation:?}, {rows} rows: a frozen pass wrote weight gradients"
+        );
+    }
+}

@@ -220,6 +220,18 @@ impl<D: Backend> StepEnergy<D> {
         self.net.forward(input).reshape_like(&(rows,))
     }
 
+    /// [`StepEnergy::forward`] for a loss that differentiates through `D` into `x` only
+    /// (the generator's): φ gets no gradient (see [`Mlp::forward_frozen`]).
+    pub fn forward_frozen<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x: Matrix<D, T>,
+        steps: &[usize],
+    ) -> Vector<D, T> {
+        let rows = x.shape().0;
+        let input = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
+        self.net.forward_frozen(input).reshape_like(&(rows,))
+    }
+
     /// `D(x_i, s_i)` and `∇_x D(x_i, s_i)` (`B × d`), both as differentiable functions of
     /// φ: the backward chain `g ← (g ⊙ act'(a_k)) W_kᵀ` over the kept pre-activations
     /// `a_k` is built from ordinary ops, so `‖∇_x D‖²` can be back-propagated into φ
@@ -922,7 +934,7 @@ impl<D: Backend> Ddaebm<D> {
 
         let fake = fake.put_tape(fake_tape);
         // Reverse KL to the conditional EBM: -mean[D(x̃, t-1) + log q(x_t | x̃)].
-        let conditional = updated_energy.forward(fake.with_empty_tape(), &steps)
+        let conditional = updated_energy.forward_frozen(fake.with_empty_tape(), &steps)
             + forward_log_density(&schedule, fake.with_empty_tape(), &x_t, ts);
         let reverse = conditional.mean::<(), _>() * -1.0;
         // Entropy bound: λ_z mean NLL of z under q_ω(· | x̃, x_t).
