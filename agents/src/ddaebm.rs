@@ -215,9 +215,7 @@ impl<D: Backend> StepEnergy<D> {
         x: Matrix<D, T>,
         steps: &[usize],
     ) -> Vector<D, T> {
-        let rows = x.shape().0;
-        let input = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
-        self.net.forward(input).reshape_like(&(rows,))
+        self.evaluate(x, steps, Mlp::forward)
     }
 
     /// [`StepEnergy::forward`] for a loss that differentiates through `D` into `x` only
@@ -227,9 +225,19 @@ impl<D: Backend> StepEnergy<D> {
         x: Matrix<D, T>,
         steps: &[usize],
     ) -> Vector<D, T> {
+        self.evaluate(x, steps, Mlp::forward_frozen)
+    }
+
+    /// `net_pass(D's network, [x, emb(s)])` as one value per row.
+    fn evaluate<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        x: Matrix<D, T>,
+        steps: &[usize],
+        net_pass: impl Fn(&Mlp<D>, Matrix<D, T>) -> Matrix<D, T>,
+    ) -> Vector<D, T> {
         let rows = x.shape().0;
         let input = with_time_embedding(x, steps, self.n_steps, self.time_embed_dim);
-        self.net.forward_frozen(input).reshape_like(&(rows,))
+        net_pass(&self.net, input).reshape_like(&(rows,))
     }
 
     /// `D(x_i, s_i)` and `∇_x D(x_i, s_i)` (`B × d`), both as differentiable functions of
