@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use dfdx::prelude::*;
 
@@ -457,6 +458,31 @@ fn in_row_blocks<R: Send>(
     vec![a, b]
 }
 
+/// `f(block, its rows of the batch)` for each row block a forward pass ran as (see
+/// [`in_row_blocks`]), the second on the helper thread when there are two: a backward pass
+/// follows its forward pass's split.
+fn over_row_blocks<B: Sync, R: Send>(
+    blocks: &[B],
+    rows_of: impl Fn(&B) -> usize,
+    f: impl Fn(&B, Range<usize>) -> R + Sync,
+) -> Vec<R> {
+    if let [a, b] = blocks {
+        let split = rows_of(a);
+        let end = split + rows_of(b);
+        let (ra, rb) = crate::fork::join(|| f(a, 0..split), || f(b, split..end));
+        return vec![ra, rb];
+    }
+    let mut start = 0;
+    blocks
+        .iter()
+        .map(|block| {
+            let rows = start..start + rows_of(block);
+            start = rows.end;
+            f(block, rows)
+        })
+        .collect()
+}
+
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
 type HostLayer<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, usize, usize);
 
@@ -711,33 +737,20 @@ fn mlp_forward_with<T: Tape<f32, Cpu> + Merge<T>>(
         let block_grads: Vec<BlockGradients> = {
             let layers = host_layers(&linear_layers);
             let x_host = host_data(&x);
-            if let [a, b] = &blocks[..] {
-                let (x_top, x_bottom) = x_host.split_at(a.rows * inputs);
-                let (up_top, up_bottom) = upstream.split_at(a.rows * n_out);
-                let (ga, gb) = crate::fork::join(
-                    || backward_block(&layers, activation, x_top, a, up_top, weight_gradients),
-                    || {
-                        backward_block(
-                            &layers,
-                            activation,
-                            x_bottom,
-                            b,
-                            up_bottom,
-                            weight_gradients,
-                        )
-                    },
-                );
-                vec![ga, gb]
-            } else {
-                vec![backward_block(
-                    &layers,
-                    activation,
-                    &x_host,
-                    &blocks[0],
-                    &upstream,
-                    weight_gradients,
-                )]
-            }
+            over_row_blocks(
+                &blocks,
+                |block| block.rows,
+                |block, rows| {
+                    backward_block(
+                        &layers,
+                        activation,
+                        &x_host[rows.start * inputs..rows.end * inputs],
+                        block,
+                        &upstream[rows.start * n_out..rows.end * n_out],
+                        weight_gradients,
+                    )
+                },
+            )
         };
         add_block_gradients(grads, &linear_layers, &block_grads, &x)
     });
@@ -873,34 +886,20 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
         let block_grads: Vec<BlockGradients> = {
             let x_host: Cow<[f32]> = host_data(&x);
             let host = host_layers(&layers);
-            if let [a, b] = &blocks[..] {
-                let (x_top, x_bottom) = x_host.split_at(a.forward.rows * inputs);
-                let (value_top, value_bottom) = grad_value.split_at(a.forward.rows);
-                let (gradient_top, gradient_bottom) = grad_gradient.split_at(a.forward.rows * dim);
-                let (ga, gb) = crate::fork::join(
-                    || input_gradient_backward(&host, x_top, a, value_top, gradient_top, dim),
-                    || {
-                        input_gradient_backward(
-                            &host,
-                            x_bottom,
-                            b,
-                            value_bottom,
-                            gradient_bottom,
-                            dim,
-                        )
-                    },
-                );
-                vec![ga, gb]
-            } else {
-                vec![input_gradient_backward(
-                    &host,
-                    &x_host,
-                    &blocks[0],
-                    &grad_value,
-                    &grad_gradient,
-                    dim,
-                )]
-            }
+            over_row_blocks(
+                &blocks,
+                |block| block.forward.rows,
+                |block, rows| {
+                    input_gradient_backward(
+                        &host,
+                        &x_host[rows.start * inputs..rows.end * inputs],
+                        block,
+                        &grad_value[rows.clone()],
+                        &grad_gradient[rows.start * dim..rows.end * dim],
+                        dim,
+                    )
+                },
+            )
         };
         add_block_gradients(grads, &layers, &block_grads, &x)
     });
