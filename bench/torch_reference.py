@@ -2,7 +2,7 @@
 """PyTorch-eager reference of the work `dgym bench` times (bench/README.md).
 
 Every row repeats one training or sampling iteration of the Rust code with the same
-shapes, losses, optimiser steps and recomputations, written from docs/SPEC.md and the
+shapes, losses, optimiser steps and recomputations, written from docs/algorithms.md and the
 Rust sources it mirrors (named at each function). Plain nn.Module / torch ops in eager
 mode: no torch.compile, no TorchScript. Numbers are not expected to equal Rust's (other
 random number generators, other initial draws); the work is.
@@ -40,7 +40,7 @@ DIM = 2
 
 
 # ---------------------------------------------------------------------------------------
-# Schedule (src/schedule.rs, SPEC §1): the vp schedule, beta_min 0.1, beta_max 20.
+# Schedule (src/schedule.rs, docs/algorithms.md §1): the vp schedule, beta_min 0.1, beta_max 20.
 
 
 class Schedule:
@@ -190,7 +190,7 @@ def check_finite(name: str, value: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Data (envs/src/data.rs, SPEC §6): fresh samples every call.
+# Data (envs/src/data.rs, docs/algorithms.md §6): fresh samples every call.
 
 
 class GaussianMixture:
@@ -215,7 +215,7 @@ def twenty_five_gaussians() -> GaussianMixture:
 
 
 # ---------------------------------------------------------------------------------------
-# The Gaussian policy (src/policy.rs, SPEC §2).
+# The Gaussian policy (src/policy.rs, docs/algorithms.md §2).
 
 
 class GaussianPolicy(nn.Module):
@@ -335,7 +335,7 @@ class PretrainState:
 
 
 # ---------------------------------------------------------------------------------------
-# The EBM reward and its contrastive learner (src/ebm.rs, SPEC §3).
+# The EBM reward and its contrastive learner (src/ebm.rs, docs/algorithms.md §3).
 
 
 class EnergyModel(nn.Module):
@@ -632,7 +632,7 @@ class Ppo(Reinforce):
 
 
 # ---------------------------------------------------------------------------------------
-# DxDP (agents/src/dxdp.rs, SPEC §4.2) with dxmi-8gaussians.toml and the [dxdp] defaults.
+# DxDP (agents/src/dxdp.rs, docs/algorithms.md §4.2) with dxmi-8gaussians.toml and the [dxdp] defaults.
 
 
 class TimeConditionedValue(nn.Module):
@@ -806,7 +806,7 @@ class FinetuneState:
 
 
 # ---------------------------------------------------------------------------------------
-# DDAEBM (agents/src/ddaebm.rs `Ddaebm::train_step`, SPEC §5) with ddaebm-25gaussians.toml.
+# DDAEBM (agents/src/ddaebm.rs `Ddaebm::train_step`, docs/algorithms.md §5) with ddaebm-25gaussians.toml.
 
 
 class Ddaebm:

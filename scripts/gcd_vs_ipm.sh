@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GCD-versus-IPM study of issue 6 (README, "GCD against IPM"): 8 Gaussians, T = 4,
+# The GCD-versus-IPM study of issue 6 (docs/results.md, "GCD against IPM"): 8 Gaussians, T = 4,
 # 2,000 fine-tuning iterations from the DSM sampler of the same seed, REINFORCE with the
 # value baseline. GCD = the defaults (tau_H = 0.1, tau_v = 0.01, adaptive s_t^2);
 # IPM = tau_H = tau_v = 0, and tau_H = tau_v = 0.1 (the value the entropy bound needs), 3 seeds

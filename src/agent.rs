@@ -1,5 +1,5 @@
 //! The `Agent` and `Baseline` traits, and the maximum-entropy running costs every
-//! score-function agent shares (SPEC §4). Concrete agents live in `denoise-gym-agents`;
+//! score-function agent shares (docs/algorithms.md §4). Concrete agents live in `denoise-gym-agents`;
 //! a user's own algorithm implements [`Agent`] from outside the library.
 
 use std::path::Path;
@@ -104,7 +104,7 @@ pub trait Baseline<D: Backend> {
     }
 }
 
-/// How `s_t²` in the velocity cost is chosen (SPEC §4).
+/// How `s_t²` in the velocity cost is chosen (docs/algorithms.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VelocityScaleKind {
@@ -178,7 +178,7 @@ impl VelocityScale {
     }
 }
 
-/// The entropy-regularised objective's coefficients (SPEC §4), both already divided by d
+/// The entropy-regularised objective's coefficients (docs/algorithms.md §4), both already divided by d
 /// where they are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MaxEntCoefficients {

@@ -1,6 +1,6 @@
-//! The learned reward of SPEC §3: an energy-based model `E_φ: R^d → R` (an MLP), the
+//! The learned reward of docs/algorithms.md §3: an energy-based model `E_φ: R^d → R` (an MLP), the
 //! contrastive update that trains it against the current policy's samples, and the 2-D
-//! density tools of SPEC §3 and §7 (grid normaliser, temperature fit by held-out
+//! density tools of docs/algorithms.md §3 and §7 (grid normaliser, temperature fit by held-out
 //! likelihood, grid KL, held-out NLL).
 //!
 //! Low energy means data-like: `p_φ(x) ∝ exp(-E_φ(x))`, and the reward of a finished
@@ -26,7 +26,7 @@ const HOST_CHUNK_ROWS: usize = 4096;
 pub struct EnergyModel<D: Backend> {
     /// The network; its single output is the raw energy.
     pub net: Mlp<D>,
-    /// The calibration temperature `T_E` (SPEC §3), 1 until fitted. It is not used by
+    /// The calibration temperature `T_E` (docs/algorithms.md §3), 1 until fitted. It is not used by
     /// [`EnergyModel::energy`] or the reward, only by density estimates `exp(-E/T_E)`.
     pub temperature: f64,
 }
@@ -138,7 +138,7 @@ impl<D: Backend> RewardModel<D> for EnergyModel<D> {
     }
 }
 
-/// Options of the contrastive reward learner (SPEC §3).
+/// Options of the contrastive reward learner (docs/algorithms.md §3).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ContrastiveConfig {
     /// Weight `γ` of the energy-magnitude penalty `mean E(x⁺)² + mean E(x⁻)²` (default 1).
@@ -149,9 +149,6 @@ pub struct ContrastiveConfig {
     pub betas: [f64; 2],
     /// Global gradient-norm clip; 0 turns clipping off (default 0).
     pub grad_clip: f64,
-    /// Reward updates per policy update (default 1). Applied by the caller, who draws
-    /// fresh batches for each update; [`ContrastiveLearner::step`] does one update.
-    pub n_critic: usize,
 }
 
 impl Default for ContrastiveConfig {
@@ -161,7 +158,6 @@ impl Default for ContrastiveConfig {
             lr: 1e-3,
             betas: [0.9, 0.999],
             grad_clip: 0.0,
-            n_critic: 1,
         }
     }
 }
@@ -200,14 +196,11 @@ impl ContrastiveConfig {
                 ),
             ));
         }
-        if self.n_critic == 0 {
-            return Err(Error::config("n_critic", "must be at least 1"));
-        }
         Ok(())
     }
 }
 
-/// What one contrastive update saw, for logging (SPEC §3).
+/// What one contrastive update saw, for logging (docs/algorithms.md §3).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ContrastiveStats {
     /// `mean E(x⁺)` over the data batch, before the update.
@@ -222,7 +215,7 @@ pub struct ContrastiveStats {
     pub grad_norm: f64,
 }
 
-/// The contrastive reward learner of SPEC §3:
+/// The contrastive reward learner of docs/algorithms.md §3:
 /// `L_E = mean E(x⁺) − mean E(x⁻) + γ (mean E(x⁺)² + mean E(x⁻)²)`,
 /// where the squares are taken per sample, so that the pointwise optimum is
 /// `E = (π − p) / (2γ (π + p))` for data density `p` and policy density `π`.
@@ -321,7 +314,7 @@ impl<D: Backend> ContrastiveLearner<D> {
     }
 }
 
-/// An `n × n` grid of cell centres over the box `[lo, hi]` (SPEC §7), for normalising 2-D
+/// An `n × n` grid of cell centres over the box `[lo, hi]` (docs/algorithms.md §7), for normalising 2-D
 /// densities by quadrature.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Grid2d {
@@ -420,7 +413,7 @@ const COARSE_POINTS: usize = 141;
 /// Golden-section iterations after the coarse search.
 const GOLDEN_ITERATIONS: usize = 80;
 
-/// Fits `T_E` by maximum likelihood of held-out data (SPEC §3): minimises
+/// Fits `T_E` by maximum likelihood of held-out data (docs/algorithms.md §3): minimises
 /// `NLL(T) = mean_i E(x_i)/T + log Z(T)`, `Z(T) = ∫ exp(-E/T)` by quadrature on the grid,
 /// over `log T ∈ [log 1e-3, log 1e3]` (a coarse grid, then golden-section refinement; the
 /// NLL is convex in `1/T`, hence unimodal in `log T`). A minimum at the end of the range
@@ -510,7 +503,7 @@ pub fn fit_temperature(
     Ok((log_t.exp(), value))
 }
 
-/// `KL(p_true ‖ p_model)` on a grid (SPEC §7). Both densities are normalised over the grid:
+/// `KL(p_true ‖ p_model)` on a grid (docs/algorithms.md §7). Both densities are normalised over the grid:
 /// `p_true` from its exact log-density at the grid points, `p_model ∝ exp(-E/T)`. Returns
 /// `Σ_i p_true,i (log p_true,i − log p_model,i) · cell_area`; cells where `p_true` is 0
 /// contribute nothing.

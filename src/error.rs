@@ -58,6 +58,20 @@ pub enum Error {
     /// The tensor backend reported an error (e.g. CUDA out of memory).
     #[error("device error: {0}")]
     Device(String),
+    /// A training phase failed; `note` says where the last good state is.
+    #[error("{phase} stopped; {note}")]
+    PhaseStopped {
+        /// The phase's name.
+        phase: String,
+        /// Where the last good state is.
+        note: String,
+        /// Why the phase stopped.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An error of a user's own component (agent, reward, phase), passed through.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

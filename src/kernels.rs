@@ -2,7 +2,7 @@
 //! dfdx's custom-op interface (a forward on host buffers plus one closure on the tape).
 //!
 //! Measured with callgrind on a GCD iteration (T = 4, batch 256, width 128; see the
-//! README's performance section), dfdx 0.13 composes an MLP layer from six kernels
+//! docs/performance.md), dfdx 0.13 composes an MLP layer from six kernels
 //! (matmul, reshape, broadcast, add, sigmoid, mul), each allocating and zeroing its
 //! output and walking it through a strided index; only 29% of the instructions were in
 //! matmul. [`mlp_forward`] does a whole MLP as one tape node: the bias and activation

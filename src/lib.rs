@@ -7,7 +7,7 @@
 //! This core crate holds the vocabulary every other crate speaks: the [`env::Env`] trait,
 //! noise [`schedule`]s, the Gaussian diffusion [`policy`], runtime-shaped [`nn`] layers,
 //! the project-owned optimiser ([`optim`]), [`checkpoint`] I/O, [`log`] sinks, [`config`]
-//! machinery and evaluation [`metrics`]. The algorithms follow `SPEC.md`.
+//! machinery and evaluation [`metrics`]. The algorithms follow `docs/algorithms.md`.
 //!
 //! Every model is generic over a dfdx device `D: `[`Backend`] (`Cpu` by default, `Cuda`
 //! with the `cuda` feature). Parameters are runtime-shaped matrices ([`Matrix`]) because
@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod checkpoint;
 pub mod config;
+pub mod dsm;
 pub mod ebm;
 pub mod env;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod rollout;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::{Backend, Matrix, Vector};

@@ -1,4 +1,4 @@
-//! Sample-quality metrics of SPEC §7 on host data (row-major `n × d` f32 buffers):
+//! Sample-quality metrics of docs/algorithms.md §7 on host data (row-major `n × d` f32 buffers):
 //! sliced Wasserstein distance and MMD² with RBF kernels; grid densities and their total
 //! variation (the grid KL and held-out NLL live in [`crate::ebm`]); mode statistics of
 //! samples from a Gaussian mixture; and the AUROC of an anomaly score.
@@ -67,7 +67,7 @@ pub fn sliced_wasserstein(
     (total / n_directions as f64).sqrt()
 }
 
-/// The fixed RBF bandwidths of SPEC §7, whose MMD² estimates are summed.
+/// The fixed RBF bandwidths of docs/algorithms.md §7, whose MMD² estimates are summed.
 pub const MMD_BANDWIDTHS: [f64; 5] = [0.05, 0.2, 0.5, 1.0, 2.0];
 
 fn squared_distance(x: &[f32], y: &[f32]) -> f64 {
@@ -78,7 +78,7 @@ fn squared_distance(x: &[f32], y: &[f32]) -> f64 {
 }
 
 /// Unbiased MMD² estimates with RBF kernels `exp(-‖x-y‖²/(2h²))`, one per bandwidth `h`.
-/// At most `max_points` rows of each sample are used (SPEC: 2,000).
+/// At most `max_points` rows of each sample are used (docs/algorithms.md: 2,000).
 pub fn mmd2_unbiased(
     a: &[f32],
     b: &[f32],
@@ -162,7 +162,7 @@ pub fn median_bandwidth(a: &[f32], b: &[f32], dim: usize, max_points: usize) -> 
     distances[mid].max(1e-6)
 }
 
-/// The two MMD² figures SPEC §7 reports.
+/// The two MMD² figures docs/algorithms.md §7 reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mmd2 {
     /// Sum of the unbiased estimates over [`MMD_BANDWIDTHS`].
@@ -171,7 +171,7 @@ pub struct Mmd2 {
     pub median: f64,
 }
 
-/// MMD² between two samples, as SPEC §7 defines it (at most 2,000 points a side).
+/// MMD² between two samples, as docs/algorithms.md §7 defines it (at most 2,000 points a side).
 pub fn mmd2(a: &[f32], b: &[f32], dim: usize) -> Mmd2 {
     const MAX_POINTS: usize = 2000;
     let fixed_sum = mmd2_unbiased(a, b, dim, &MMD_BANDWIDTHS, MAX_POINTS)

@@ -1,4 +1,4 @@
-//! The Gaussian diffusion policy of SPEC §2: `π_θ(x_{t-1} | x_t, t) = N(μ_θ(x_t, t), σ_t² I)`
+//! The Gaussian diffusion policy of docs/algorithms.md §2: `π_θ(x_{t-1} | x_t, t) = N(μ_θ(x_t, t), σ_t² I)`
 //! with an ε-prediction MLP for the mean and one learnable `log σ_t` per step, plus the
 //! denoising-score-matching (DSM) pretraining loss.
 
@@ -25,7 +25,7 @@ pub struct PolicySpec {
     pub hidden: usize,
     /// Number of hidden layers of the ε-network.
     pub depth: usize,
-    /// Dimension of the sinusoidal time embedding (SPEC: 16 or more).
+    /// Dimension of the sinusoidal time embedding (docs/algorithms.md: 16 or more).
     pub time_embed_dim: usize,
     /// Hidden non-linearity.
     pub activation: Activation,
@@ -33,7 +33,7 @@ pub struct PolicySpec {
     pub clip_x0: f32,
     /// Keep `σ_1` frozen at `max(√β_1, 1e-3)` (or at `last_sigma` when that is set).
     pub fix_last_sigma: bool,
-    /// The value `σ_1` starts at (and is frozen at with `fix_last_sigma`); 0 means SPEC's
+    /// The value `σ_1` starts at (and is frozen at with `fix_last_sigma`); 0 means docs/algorithms.md's
     /// `max(√β_1, 1e-3)`. Few-step samplers of sharp data need it small: at T = 4 the
     /// default is 0.69, twice a mode's width on 8 Gaussians and 20× on 25 Gaussians.
     pub last_sigma: f32,
@@ -533,7 +533,7 @@ impl<D: Backend> GaussianPolicy<D> {
     }
 
     /// The DSM loss `mean_batch ‖ε - ε_θ(x_t, t)‖²` (squared norm summed over the d
-    /// dimensions, as SPEC §2 writes it) for given `x_t = noised(x_0, t, ε)`.
+    /// dimensions, as docs/algorithms.md §2 writes it) for given `x_t = noised(x_0, t, ε)`.
     pub fn dsm_loss<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
         &self,
         x_t: Matrix<D, T>,

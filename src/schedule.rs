@@ -1,5 +1,5 @@
-//! Noise schedules (SPEC §1): `β_t`, `α_t`, `ᾱ_t` and the posterior coefficients of
-//! `q(x_{t-1} | x_t, x_0)`. Time steps are 1-based as in SPEC: `t = 1..T`, `ᾱ_0 = 1`.
+//! Noise schedules (docs/algorithms.md §1): `β_t`, `α_t`, `ᾱ_t` and the posterior coefficients of
+//! `q(x_{t-1} | x_t, x_0)`. Time steps are 1-based as in docs/algorithms.md: `t = 1..T`, `ᾱ_0 = 1`.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +46,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// Builds the schedule of `kind` with `n_steps = T ≥ 1` steps (the vp schedule with
-    /// SPEC's `βmin = 0.1`, `βmax = 20`).
+    /// docs/algorithms.md's `βmin = 0.1`, `βmax = 20`).
     pub fn new(kind: ScheduleKind, n_steps: usize) -> Result<Self> {
         Self::with_vp_range(kind, n_steps, VP_BETA_MIN, VP_BETA_MAX)
     }
@@ -147,9 +147,9 @@ impl Schedule {
     }
 }
 
-/// SPEC §1's `βmin` of the vp schedule.
+/// docs/algorithms.md §1's `βmin` of the vp schedule.
 pub const VP_BETA_MIN: f64 = 0.1;
-/// SPEC §1's `βmax` of the vp schedule.
+/// docs/algorithms.md §1's `βmax` of the vp schedule.
 pub const VP_BETA_MAX: f64 = 20.0;
 
 /// The vp schedule's continuous `ᾱ(s) = exp(-½ s² (βmax-βmin) - s βmin)`.

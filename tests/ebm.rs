@@ -1,4 +1,4 @@
-//! The energy-based reward (SPEC §3) and the 2-D density tools (SPEC §7).
+//! The energy-based reward (docs/algorithms.md §3) and the 2-D density tools (docs/algorithms.md §7).
 
 use denoise_gym::ebm::{
     fit_temperature, grid_kl, grid_log_normaliser, held_out_nll, ContrastiveConfig,
@@ -192,10 +192,6 @@ fn bad_batches_and_configs_are_rejected() {
             grad_clip: -0.5,
             ..Default::default()
         },
-        ContrastiveConfig {
-            n_critic: 0,
-            ..Default::default()
-        },
     ] {
         assert!(
             matches!(
@@ -370,7 +366,7 @@ fn the_temperature_fit_recovers_a_known_flattening_of_eight_gaussians() {
     for other in [0.8 * t, 1.25 * t, 1.0, 1.01 * t, t / 1.01] {
         assert!(nll < held_out_nll(&grid_energies, area, &held_out, other));
     }
-    // Calibrated, the model is (nearly) the truth; raw, it is far too flat (SPEC §3).
+    // Calibrated, the model is (nearly) the truth; raw, it is far too flat (docs/algorithms.md §3).
     let kl_fitted = grid_kl(&log_p, &grid_energies, t, area);
     let kl_raw = grid_kl(&log_p, &grid_energies, 1.0, area);
     assert!(kl_fitted < 0.01, "KL at T_E {kl_fitted}");

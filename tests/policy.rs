@@ -1,4 +1,4 @@
-//! The Gaussian diffusion policy against closed forms (SPEC §2).
+//! The Gaussian diffusion policy against closed forms (docs/algorithms.md §2).
 
 use denoise_gym::nn::{Activation, Parameterized};
 use denoise_gym::policy::{GaussianPolicy, PolicySpec, HALF_LOG_TWO_PI};

@@ -1,4 +1,4 @@
-//! Noise schedules against their closed forms (SPEC §1).
+//! Noise schedules against their closed forms (docs/algorithms.md §1).
 
 use denoise_gym::schedule::{
     vp_alpha_bar, vp_time, Schedule, ScheduleKind, VP_BETA_MAX, VP_BETA_MIN,
@@ -26,7 +26,7 @@ fn vp_alpha_bar_telescopes_to_the_continuous_form() {
 #[test]
 fn vp_at_t4_has_spec_values() {
     let s = Schedule::new(ScheduleKind::Vp, 4).unwrap();
-    // SPEC §8: the frozen σ_1 = √β_1 is 0.69 at T = 4.
+    // docs/algorithms.md §8: the frozen σ_1 = √β_1 is 0.69 at T = 4.
     assert!(
         (s.beta(1).sqrt() - 0.69).abs() < 0.01,
         "sqrt(beta_1) = {}",

@@ -1,4 +1,4 @@
-//! Baselines for score-function agents (SPEC §4.1), each an implementation of the core
+//! Baselines for score-function agents (docs/algorithms.md §4.1), each an implementation of the core
 //! [`Baseline`] trait: `none`, `batch_mean`, `ema`, `leave_one_out`, `value`, and the
 //! group-normalised advantage `group_normalized` (GRPO-style).
 
@@ -206,11 +206,20 @@ impl<D: Backend> ValueBaseline<D> {
         n_steps: usize,
         hidden: usize,
         depth: usize,
+        time_embed_dim: usize,
         lr: f64,
         steps_per_batch: usize,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        let time_embed_dim = 16;
+        for (key, size) in [
+            ("value_hidden", hidden),
+            ("value_depth", depth),
+            ("value_time_embed_dim", time_embed_dim),
+        ] {
+            if size == 0 {
+                return Err(Error::config(key, "must be at least 1"));
+            }
+        }
         let net = Mlp::new(
             dev,
             dim + time_embed_dim,
@@ -286,6 +295,8 @@ pub struct ValueBaselineSpec {
     pub hidden: usize,
     /// Hidden layers.
     pub depth: usize,
+    /// Dimension of the sinusoidal embedding of `t` in the value network's input.
+    pub time_embed_dim: usize,
     /// Adam learning rate.
     pub lr: f64,
     /// Optimiser steps per batch.
@@ -313,6 +324,7 @@ pub fn make_baseline<D: Backend>(
             n_steps,
             value.hidden,
             value.depth,
+            value.time_embed_dim,
             value.lr,
             value.steps_per_batch,
             rng,

@@ -1,4 +1,4 @@
-//! DDAEBM (SPEC §5): an adversarial energy-based model in every denoising step, readable
+//! DDAEBM (docs/algorithms.md §5): an adversarial energy-based model in every denoising step, readable
 //! top to bottom in one file.
 //!
 //! - [`StepEnergy`] `D_φ(x, s)`: an unnormalised log-density of the less noisy variable
@@ -6,11 +6,11 @@
 //!   log q(x_t | x_{t-1}) - log Z`. Its input gradient `∇_x D` is written out as ordinary
 //!   tensor ops ([`StepEnergy::value_and_input_gradient`]), because dfdx 0.13 has no double
 //!   backward: that keeps the R1 penalty `‖∇_x(...)‖²` a traced function of φ.
-//! - [`LatentGenerator`] `G_θ(x_t, z, t) → x̂_0` with the posterior step of SPEC §1: the
+//! - [`LatentGenerator`] `G_θ(x_t, z, t) → x̂_0` with the posterior step of docs/algorithms.md §1: the
 //!   sampler (a latent-variable policy).
 //! - [`LatentEncoder`] `q_ω(z | x_{t-1}, x_t, t) = N(m, diag(exp(v)))`.
 //! - [`Ddaebm`]: the three models, two Adam optimisers and [`Ddaebm::train_step`], one
-//!   iteration of SPEC §5 (energy step with R1, then generator + encoder step).
+//!   iteration of docs/algorithms.md §5 (energy step with R1, then generator + encoder step).
 //!
 //! In the environment's terms the generator is a policy ([`LatentGenerator::act`] maps a
 //! [`DenoisingState`] to `x_{t-1}`), its per-step reward is [`Ddaebm::step_reward`]
@@ -24,15 +24,17 @@ use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::EnergyModel;
 use denoise_gym::env::DenoisingState;
 use denoise_gym::error::{ensure_finite, Error, Result};
+use denoise_gym::irl::ExpertSampler;
 use denoise_gym::nn::{
     time_embedding, with_time_embedding, Activation, Linear, Mlp, Parameterized,
 };
 use denoise_gym::optim::{clip_grad_norm, gradients_of, Adam, AdamConfig};
 use denoise_gym::policy::HALF_LOG_TWO_PI;
-use denoise_gym::rng::{normal_matrix, ProjectRng};
+use denoise_gym::rng::{normal_matrix, rng_from_json, rng_to_json, ProjectRng};
 use denoise_gym::sampler::Sampler;
 use denoise_gym::schedule::Schedule;
 use denoise_gym::tensor::{matrix, row_sums, scale_rows, Backend, Matrix, Vector};
+use denoise_gym::train::Phase;
 use dfdx::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -75,7 +77,7 @@ impl DdaebmSpec {
     }
 }
 
-/// The training hyper-parameters of SPEC §5.
+/// The training hyper-parameters of docs/algorithms.md §5.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DdaebmConfig {
     /// `r1`: weight of the R1 penalty on real pairs (reference: 0.02).
@@ -378,7 +380,7 @@ impl<D: Backend> Parameterized<D> for StepEnergy<D> {
     }
 }
 
-/// The latent generator `G_θ(x_t, z, t) → x̂_0` and the posterior step of SPEC §1:
+/// The latent generator `G_θ(x_t, z, t) → x̂_0` and the posterior step of docs/algorithms.md §1:
 /// `x_{t-1} = c1_t x̂_0 + c2_t x_t + √β̃_t ε` (no noise at t = 1, where `β̃_1 = 0`).
 #[derive(Debug, Clone)]
 pub struct LatentGenerator<D: Backend> {
@@ -431,7 +433,7 @@ impl<D: Backend> LatentGenerator<D> {
         self.net.forward(input)
     }
 
-    /// The posterior mean `c1_t x̂_0 + c2_t x_t` (SPEC §1), one step per row.
+    /// The posterior mean `c1_t x̂_0 + c2_t x_t` (docs/algorithms.md §1), one step per row.
     pub fn posterior_mean<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
         &self,
         x0_hat: Matrix<D, T>,
@@ -627,7 +629,7 @@ pub struct R1Terms<D: Backend, T> {
     pub energy_gradient: Matrix<D>,
 }
 
-/// The R1 penalty of SPEC §5 on real pairs, `(r1/2) mean_i ‖∇_{x_{t-1}} [D(x_{t-1}, t-1) +
+/// The R1 penalty of docs/algorithms.md §5 on real pairs, `(r1/2) mean_i ‖∇_{x_{t-1}} [D(x_{t-1}, t-1) +
 /// log q(x_t | x_{t-1})]‖²`, traced in φ, with `D(x_{t-1}, t-1)` (see
 /// [`StepEnergy::value_and_input_gradient`] for how the two share one tape) and the
 /// energy's own input gradient.
@@ -695,7 +697,7 @@ impl<D: Backend> StepNoise<D> {
     }
 }
 
-/// The real pair `(x_{t-1}, x_t)` of SPEC §5 from data `x_0` by the forward process:
+/// The real pair `(x_{t-1}, x_t)` of docs/algorithms.md §5 from data `x_0` by the forward process:
 /// `x_{t-1} = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}) ε`, `x_t = √α_t x_{t-1} + √β_t ε'`.
 pub fn real_pair<D: Backend>(
     schedule: &Schedule,
@@ -742,7 +744,7 @@ pub struct Ddaebm<D: Backend> {
     pub config: DdaebmConfig,
     /// Adam over φ.
     pub energy_optimizer: Adam<D>,
-    /// Adam over θ then ω (one optimiser, as SPEC §5).
+    /// Adam over θ then ω (one optimiser, as docs/algorithms.md §5).
     pub generator_optimizer: Adam<D>,
 }
 
@@ -814,7 +816,7 @@ impl<D: Backend> Ddaebm<D> {
         params
     }
 
-    /// One iteration of SPEC §5 on a data batch `x0` (`B × d`), all randomness from `rng`:
+    /// One iteration of docs/algorithms.md §5 on a data batch `x0` (`B × d`), all randomness from `rng`:
     /// the energy step (`L_D` with R1), then the generator + encoder step (`L_G`) against
     /// the updated energy. Returns the scalars to log (`ddaebm/...`). Nothing is updated
     /// when a loss or gradient is not finite.
@@ -1056,5 +1058,115 @@ impl<D: Backend> Ddaebm<D> {
             .into_iter()
             .map(|n| format!("encoder.{n}"));
         generator.chain(encoder).collect()
+    }
+}
+
+/// The `phase` of a DDAEBM checkpoint and of its rows in `metrics.csv`.
+pub const PHASE: &str = "ddaebm";
+
+/// DDAEBM training as a [`Phase`]: one [`Ddaebm::train_step`] per iteration on a fresh
+/// data batch, and the temperature `T_E` of the `t = 0` energy, fitted after training.
+pub struct DdaebmPhase<D: Backend> {
+    /// Networks and optimisers.
+    pub model: Ddaebm<D>,
+    /// The training RNG (data, t, every noise).
+    pub rng: ProjectRng,
+    /// Iterations done.
+    pub iteration: u64,
+    /// `T_E` of the `t = 0` energy (1 until fitted).
+    pub temperature: f64,
+    data: Box<ExpertSampler<'static, D>>,
+    batch_size: usize,
+    perfect_generator_fakes: bool,
+}
+
+impl<D: Backend> DdaebmPhase<D> {
+    /// A fresh phase training `model` on batches of `batch_size` drawn by `data`. With
+    /// `perfect_generator_fakes` the energy step's fakes are forward-noised draws of a
+    /// second data batch instead of the generator's (the perfect-generator ablation).
+    pub fn new(
+        model: Ddaebm<D>,
+        data: Box<ExpertSampler<'static, D>>,
+        batch_size: usize,
+        perfect_generator_fakes: bool,
+        rng: ProjectRng,
+    ) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::config("batch_size", "must be at least 1"));
+        }
+        Ok(Self {
+            model,
+            rng,
+            iteration: 0,
+            temperature: 1.0,
+            data,
+            batch_size,
+            perfect_generator_fakes,
+        })
+    }
+
+    /// `-D(x, 0)` with its fitted temperature.
+    pub fn energy_model(&self) -> EnergyModel<D> {
+        let mut model = self.model.energy.energy_at_zero();
+        model.temperature = self.temperature;
+        model
+    }
+}
+
+impl<D: Backend> Phase<D> for DdaebmPhase<D> {
+    fn name(&self) -> &str {
+        PHASE
+    }
+    fn iterations_done(&self) -> u64 {
+        self.iteration
+    }
+    fn global_step(&self) -> u64 {
+        self.iteration
+    }
+    fn step(&mut self) -> Result<Stats> {
+        let batch = self.batch_size;
+        let x0 = (self.data)(batch, &mut self.rng);
+        let next = self.iteration + 1;
+        let stats = if self.perfect_generator_fakes {
+            let x0_fake = (self.data)(batch, &mut self.rng);
+            self.model
+                .train_step_with_perfect_fakes(&x0, &x0_fake, &mut self.rng, next)?
+        } else {
+            self.model.train_step(&x0, &mut self.rng, next)?
+        };
+        self.iteration = next;
+        Ok(stats)
+    }
+    fn unchanged_on_error(&self) -> bool {
+        // `train_step` checks both losses and gradients before it updates anything.
+        true
+    }
+    fn save(&self) -> Result<Checkpoint> {
+        let mut c = Checkpoint::new();
+        self.model.save(&mut c, "ddaebm");
+        let meta = &mut c.metadata;
+        meta.insert("rng".into(), rng_to_json(&self.rng)?);
+        meta.insert("dim".into(), self.model.dim().to_string());
+        meta.insert(
+            "n_steps".into(),
+            self.model.schedule().n_steps().to_string(),
+        );
+        // `dgym eval` draws the density figures of any run whose reward kind is an EBM.
+        meta.insert("reward_kind".into(), "ebm".into());
+        meta.insert("ddaebm.temperature".into(), self.temperature.to_string());
+        Ok(c)
+    }
+    fn load(&mut self, c: &Checkpoint, path: &Path) -> Result<()> {
+        if c.meta(path, "phase")? != PHASE {
+            return Err(Error::checkpoint(path, "not a DDAEBM checkpoint"));
+        }
+        self.model.load(c, path, "ddaebm")?;
+        self.iteration = c.meta_parse(path, "iteration")?;
+        self.rng = rng_from_json(c.meta(path, "rng")?)?;
+        self.temperature = c.meta_parse(path, "ddaebm.temperature")?;
+        Ok(())
+    }
+    fn sampler(&self) -> Box<dyn Sampler<D> + '_> {
+        Box::new(self.model.generator.clone())
     }
 }

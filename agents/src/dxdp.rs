@@ -1,4 +1,4 @@
-//! DxDP, the value-based pathwise update of DxMI (SPEC §4.2), readable top to bottom.
+//! DxDP, the value-based pathwise update of DxMI (docs/algorithms.md §4.2), readable top to bottom.
 //!
 //! A time-conditioned value `V_ψ(x, t)` estimates the cost still to come from `(x, t)`
 //! (energy at the end plus running costs), with `V_ψ(x, 0) := E_φ(x)`. Each iteration:
@@ -6,7 +6,7 @@
 //! 1. **Value**, backward in time `t = 1..T`, one optimiser step per t on the rollout's
 //!    states at step t: `L_V = mean (V_ψ(x_t, t) - stopgrad(target_t))²` with
 //!    `target_t = V_ψ(x_{t-1}, t-1) + τ_v ‖x_{t-1} - x_t‖²/(2 s_t² d) - τ_H H_t / d`
-//!    (SPEC), or `V_ψ(x_{t-1}, t-1)` alone (what DxMI's trainer does with its shipped
+//!    (docs/algorithms.md), or `V_ψ(x_{t-1}, t-1)` alone (what DxMI's trainer does with its shipped
 //!    configs: `entropy_in_value` and `velocity_in_value` are `None` there), chosen by
 //!    [`ValueTarget`].
 //! 2. **Policy**, on the rollout's states `(x_t, t)`, with the reparameterised step
@@ -45,11 +45,11 @@ pub type TracedScalar<D> = Tensor<(), f32, D, OwnedTape<f32, D>>;
 /// `½ log 2πe`: the per-dimension entropy of a unit Gaussian.
 const HALF_LOG_TWO_PI_E: f64 = 1.418_938_533_204_672_7;
 
-/// What the value is regressed on at step t (SPEC §4.2 against DxMI's public trainer).
+/// What the value is regressed on at step t (docs/algorithms.md §4.2 against DxMI's public trainer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueTarget {
-    /// SPEC §4.2: `V(x_{t-1}, t-1) + τ_v ‖x_{t-1} - x_t‖²/(2 s_t² d) - τ_H H_t / d`, so
+    /// docs/algorithms.md §4.2: `V(x_{t-1}, t-1) + τ_v ‖x_{t-1} - x_t‖²/(2 s_t² d) - τ_H H_t / d`, so
     /// `V` is the whole maximum-entropy cost to go.
     RunningCosts,
     /// DxMI's trainer as its configs ship it: `V(x_{t-1}, t-1)` only, so `V` is the
@@ -143,9 +143,9 @@ impl DxdpConfig {
                 return Err(Error::config(key, "must be a finite number >= 0"));
             }
         }
-        if self.value_hidden == 0 || self.value_depth == 0 {
+        if self.value_hidden == 0 || self.value_depth == 0 || self.value_time_embed_dim == 0 {
             return Err(Error::config(
-                "value_hidden / value_depth",
+                "value_hidden / value_depth / value_time_embed_dim",
                 "must be at least 1",
             ));
         }
@@ -301,7 +301,7 @@ impl<D: Backend> Dxdp<D> {
         }
     }
 
-    /// `target_t` of every sample of `rollout` at step `t` (SPEC §4.2), with the current
+    /// `target_t` of every sample of `rollout` at step `t` (docs/algorithms.md §4.2), with the current
     /// `V_ψ`, `E_φ`, `σ_t` and `s_t²`.
     pub fn td_targets(&self, rollout: &Rollout<D>, t: usize) -> Result<Vec<f32>> {
         let next_cost = self.cost_to_go(rollout.state(t - 1), t - 1)?;
@@ -387,7 +387,7 @@ impl<D: Backend> Dxdp<D> {
         Ok((per_row.sum(), future_sum))
     }
 
-    /// `L_π` (SPEC §4.2) on the states `x_t` (rows at steps `ts`, any mix of steps) with
+    /// `L_π` (docs/algorithms.md §4.2) on the states `x_t` (rows at steps `ts`, any mix of steps) with
     /// the standard-normal `noise` of the reparameterised step; a traced scalar.
     /// Returns `(L_π, mean future cost V(x', t-1))`.
     pub fn policy_loss(

@@ -1,4 +1,4 @@
-//! PPO on the maximum-entropy return (SPEC §4.1): REINFORCE's returns, baselines,
+//! PPO on the maximum-entropy return (docs/algorithms.md §4.1): REINFORCE's returns, baselines,
 //! advantage shaping, entropy bonus, optimiser and checkpoint ([`Reinforce`]), with the
 //! clipped surrogate in place of `log π · A`.
 //!

@@ -1,4 +1,4 @@
-//! REINFORCE with baselines on the maximum-entropy return (SPEC §4, §4.1), readable top
+//! REINFORCE with baselines on the maximum-entropy return (docs/algorithms.md §4, §4.1), readable top
 //! to bottom in one file.
 //!
 //! `∇J ≈ mean_batch Σ_t ∇ log π(x_{t-1}|x_t) (G_t - b_t) + (τ_H/d) ∇ Σ_t H_t`, with
@@ -43,7 +43,7 @@ pub struct ReinforceConfig {
     pub grad_clip: f64,
     /// Normalise advantages to zero mean and unit std over the whole batch.
     pub normalize_advantages: bool,
-    /// Clip advantages to `|A| ≤ clip_advantages` (0 = off; SPEC suggests 5).
+    /// Clip advantages to `|A| ≤ clip_advantages` (0 = off; docs/algorithms.md suggests 5).
     pub clip_advantages: f64,
     /// `τ_H` and `τ_v`.
     pub coefficients: MaxEntCoefficients,

@@ -1,4 +1,4 @@
-//! The baselines of SPEC §4.1 on hand-made batches (exact numbers), and the bias of the
+//! The baselines of docs/algorithms.md §4.1 on hand-made batches (exact numbers), and the bias of the
 //! REINFORCE estimator each of them gives on a one-step Gaussian problem whose gradient is
 //! known in closed form.
 
@@ -60,6 +60,7 @@ fn value_spec() -> ValueBaselineSpec {
     ValueBaselineSpec {
         hidden: 16,
         depth: 2,
+        time_embed_dim: 16,
         lr: 1e-2,
         steps_per_batch: 1,
     }
@@ -267,7 +268,7 @@ fn the_value_baseline_learns_a_deterministic_return() {
     let mut rng = seeded(11, 0);
     let (dim, n_steps, batch) = (2, 2, 32);
     let mut value =
-        ValueBaseline::new(&dev, dim, n_steps, 32, 2, 1e-2, 5, &mut seeded(4, 0)).unwrap();
+        ValueBaseline::new(&dev, dim, n_steps, 32, 2, 16, 1e-2, 5, &mut seeded(4, 0)).unwrap();
     assert_eq!(Baseline::<Cpu>::name(&value), "value");
     let steps: Vec<usize> = (0..n_steps)
         .flat_map(|k| std::iter::repeat_n(n_steps - k, batch))
@@ -482,7 +483,7 @@ fn ema_gives_an_unbiased_gradient_after_warm_up() {
 #[test]
 fn the_value_baseline_gives_an_unbiased_gradient() {
     let dev = Cpu::default();
-    let mut value = ValueBaseline::new(&dev, 1, 1, 16, 1, 1e-2, 1, &mut seeded(6, 0)).unwrap();
+    let mut value = ValueBaseline::new(&dev, 1, 1, 16, 1, 16, 1e-2, 1, &mut seeded(6, 0)).unwrap();
     let e = sigma_gradient(&mut value, 8, 4000, 100, 5);
     assert_matches("value", &e, e.analytic);
 }

@@ -1,6 +1,6 @@
-//! DDAEBM (SPEC §5): the explicit input gradient and the R1 penalty against finite
+//! DDAEBM (docs/algorithms.md §5): the explicit input gradient and the R1 penalty against finite
 //! differences (value and φ-gradient), the encoder's KL and NLL against closed forms, the
-//! posterior step against SPEC §1, the t = 0 energy, and one training iteration.
+//! posterior step against docs/algorithms.md §1, the t = 0 energy, and one training iteration.
 
 use denoise_gym::env::DenoisingState;
 use denoise_gym::nn::{Activation, Parameterized};
@@ -458,7 +458,7 @@ fn fused_value_and_input_gradient_splits_large_calls_into_two_row_blocks_exactly
     check_fused_value_and_input_gradient(&energy, 301);
 }
 
-/// The equilibrium of L_D (SPEC §5): with fakes drawn from the data's own forward marginal
+/// The equilibrium of L_D (docs/algorithms.md §5): with fakes drawn from the data's own forward marginal
 /// (a perfect generator), `mean(-D(real) + D(fake))` has zero expected gradient and R1,
 /// whose expectation is `(r1/2) E‖∇_x D‖²` plus a constant, flattens `D` on the data; with
 /// the (here untrained) generator's fakes, `D` keeps the slope that separates them.

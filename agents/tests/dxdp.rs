@@ -1,4 +1,4 @@
-//! DxDP (SPEC §4.2): the TD target on a hand-made trajectory, the pathwise gradient of the
+//! DxDP (docs/algorithms.md §4.2): the TD target on a hand-made trajectory, the pathwise gradient of the
 //! policy loss against finite differences, the pull of `τ_H` and `τ_v` on `σ_t`, and a
 //! checkpoint round trip.
 
@@ -239,7 +239,7 @@ fn pathwise_gradient_matches_finite_differences() {
     );
 }
 
-/// Per step the loss pulls σ² toward `(τ_H/τ_v) s_t²` (SPEC §8); with a fixed `s_t²` on
+/// Per step the loss pulls σ² toward `(τ_H/τ_v) s_t²` (docs/algorithms.md §8); with a fixed `s_t²` on
 /// either side of the current σ_t, one update moves `log σ_t` toward it.
 #[test]
 fn sigma_moves_toward_the_balance_of_entropy_and_velocity_pulls() {

@@ -1,4 +1,4 @@
-//! PPO and the diffusion-RL options (SPEC §4.1): PPO's gradient against REINFORCE's at
+//! PPO and the diffusion-RL options (docs/algorithms.md §4.1): PPO's gradient against REINFORCE's at
 //! ratio 1, the clipped surrogate's zero gradient outside the clip range, `ft_steps`
 //! leaving the frozen steps exactly as they were (also across a checkpoint), the
 //! discount `gamma_denoising`, the σ floors, and the errors on bad options.

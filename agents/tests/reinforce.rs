@@ -1,4 +1,4 @@
-//! REINFORCE on the maximum-entropy return (SPEC §4, §4.1): returns-to-go and the adaptive
+//! REINFORCE on the maximum-entropy return (docs/algorithms.md §4, §4.1): returns-to-go and the adaptive
 //! velocity scale by hand, the entropy term alone when the advantages vanish, and a
 //! checkpoint round trip.
 

@@ -21,7 +21,7 @@ config_section! {
         pub seed: u64 = 0,
         /// Hide the progress display.
         pub quiet: bool = false,
-        /// What to train: diffusion (DSM pretraining of the Gaussian policy, then optional fine-tuning) or ddaebm (SPEC §5, section [ddaebm]).
+        /// What to train: diffusion (DSM pretraining of the Gaussian policy, then optional fine-tuning) or ddaebm (docs/algorithms.md §5, section [ddaebm]).
         pub method: String = "diffusion".to_string(),
     }
 }
@@ -54,7 +54,7 @@ config_section! {
 }
 
 config_section! {
-    /// The sampler-policy (SPEC §1-2).
+    /// The sampler-policy (docs/algorithms.md §1-2).
     pub struct PolicyConfig {
         /// Number of denoising steps T (episode length).
         pub n_steps: usize = 4,
@@ -62,7 +62,7 @@ config_section! {
         pub schedule: ScheduleKind = ScheduleKind::Vp,
         /// beta_min of the vp schedule.
         pub vp_beta_min: f64 = 0.1,
-        /// beta_max of the vp schedule (SPEC: 20; much smaller values miss the N(0, I) prior).
+        /// beta_max of the vp schedule (docs/algorithms.md: 20; much smaller values miss the N(0, I) prior).
         pub vp_beta_max: f64 = 20.0,
         /// Allow a schedule whose alpha_bar_T > 1e-2 (x_T would not match the N(0, I) prior).
         pub allow_unmatched_prior: bool = false,
@@ -84,7 +84,7 @@ config_section! {
 }
 
 config_section! {
-    /// Denoising-score-matching pretraining of the sampler (SPEC §2).
+    /// Denoising-score-matching pretraining of the sampler (docs/algorithms.md §2).
     pub struct PretrainConfig {
         /// Number of DSM steps (0 skips pretraining).
         pub iterations: u64 = 10_000,
@@ -106,7 +106,7 @@ config_section! {
 }
 
 config_section! {
-    /// Fine-tuning the sampler as a policy against a reward (SPEC §3-4).
+    /// Fine-tuning the sampler as a policy against a reward (docs/algorithms.md §3-4).
     pub struct FinetuneConfig {
         /// Number of IRL iterations after pretraining (0 = pretraining only).
         pub iterations: u64 = 0,
@@ -130,7 +130,7 @@ config_section! {
 }
 
 config_section! {
-    /// The agent (SPEC §4, §4.1).
+    /// The agent (docs/algorithms.md §4, §4.1).
     pub struct AgentConfig {
         /// Adam learning rate of the eps-network.
         pub lr: f64 = 1e-4,
@@ -158,6 +158,8 @@ config_section! {
         pub value_hidden: usize = 128,
         /// Hidden layers of the value baseline's network.
         pub value_depth: usize = 2,
+        /// Dimension of the sinusoidal embedding of t in the value baseline's input.
+        pub value_time_embed_dim: usize = 16,
         /// Adam learning rate of the value baseline.
         pub value_lr: f64 = 1e-3,
         /// Value-baseline optimiser steps per batch.
@@ -182,7 +184,7 @@ config_section! {
 }
 
 config_section! {
-    /// The DxDP agent (SPEC §4.2, `finetune.agent = "dxdp"`); its learning rates, betas,
+    /// The DxDP agent (docs/algorithms.md §4.2, `finetune.agent = "dxdp"`); its learning rates, betas,
     /// tau_entropy, tau_velocity and velocity scale are those of [agent].
     pub struct DxdpSection {
         /// Global gradient-norm clip of the policy update (DxMI: 0.1; replaces agent.grad_clip).
@@ -191,13 +193,15 @@ config_section! {
         pub value_hidden: usize = 128,
         /// Hidden layers of the value.
         pub value_depth: usize = 3,
+        /// Dimension of the sinusoidal embedding of t in the value's input.
+        pub value_time_embed_dim: usize = 16,
         /// Hidden non-linearity of the value: silu or relu.
         pub value_activation: Activation = Activation::Silu,
         /// Adam learning rate of the value.
         pub value_lr: f64 = 1e-3,
         /// Global gradient-norm clip of each value step (0 = off).
         pub value_grad_clip: f64 = 0.0,
-        /// TD target: running_costs (SPEC: V(x_{t-1}, t-1) + velocity cost - entropy) or terminal_energy (DxMI's trainer: V(x_{t-1}, t-1) only).
+        /// TD target: running_costs (docs/algorithms.md: V(x_{t-1}, t-1) + velocity cost - entropy) or terminal_energy (DxMI's trainer: V(x_{t-1}, t-1) only).
         pub value_target: ValueTarget = ValueTarget::RunningCosts,
         /// States (x_t, t) per policy step, drawn from the rollout's T*B (0 = all).
         pub policy_batch: usize = 0,
@@ -205,7 +209,7 @@ config_section! {
 }
 
 config_section! {
-    /// The EBM reward and its contrastive learner (SPEC §3).
+    /// The EBM reward and its contrastive learner (docs/algorithms.md §3).
     pub struct RewardConfig {
         /// Hidden width of the energy network.
         pub hidden: usize = 128,
@@ -224,7 +228,7 @@ config_section! {
         pub grad_clip: f64 = 0.0,
         /// Fit the temperature T_E by held-out likelihood at the end (2-D data only).
         pub fit_temperature: bool = true,
-        /// Half-width b of the density grid's box [-b, b]^2 (SPEC: 4 for 8 Gaussians, 2 for 25 Gaussians).
+        /// Half-width b of the density grid's box [-b, b]^2 (docs/algorithms.md: 4 for 8 Gaussians, 2 for 25 Gaussians).
         pub grid_half_width: f64 = 4.0,
         /// Cells per side of the density grid.
         pub grid_size: usize = 256,
@@ -234,7 +238,7 @@ config_section! {
 }
 
 config_section! {
-    /// Evaluation written to summary.json at the end of the run (SPEC §7).
+    /// Evaluation written to summary.json at the end of the run (docs/algorithms.md §7).
     pub struct EvalConfig {
         /// Number of samples (and fresh data points) compared.
         pub n_samples: usize = 2000,
@@ -248,7 +252,7 @@ config_section! {
 }
 
 config_section! {
-    /// DDAEBM (SPEC §5), trained when run.method = "ddaebm". The schedule is [policy]'s
+    /// DDAEBM (docs/algorithms.md §5), trained when run.method = "ddaebm". The schedule is [policy]'s
     /// (n_steps, schedule, vp_beta_min, vp_beta_max); the t = 0 energy's density grid and
     /// T_E fit are [reward]'s (grid_half_width, grid_size, held_out, fit_temperature).
     pub struct DdaebmSection {
@@ -351,43 +355,43 @@ impl TrainConfig {
             },
             SectionDocs {
                 name: "policy",
-                doc: "The sampler-policy (SPEC §1-2).",
+                doc: "The sampler-policy (docs/algorithms.md §1-2).",
                 fields: PolicyConfig::field_docs(),
             },
             SectionDocs {
                 name: "pretrain",
-                doc: "DSM pretraining of the sampler (SPEC §2).",
+                doc: "DSM pretraining of the sampler (docs/algorithms.md §2).",
                 fields: PretrainConfig::field_docs(),
             },
             SectionDocs {
                 name: "finetune",
-                doc: "Fine-tuning the sampler as a policy against a reward (SPEC §3-4).",
+                doc: "Fine-tuning the sampler as a policy against a reward (docs/algorithms.md §3-4).",
                 fields: FinetuneConfig::field_docs(),
             },
             SectionDocs {
                 name: "agent",
-                doc: "The agent (SPEC §4, §4.1).",
+                doc: "The agent (docs/algorithms.md §4, §4.1).",
                 fields: AgentConfig::field_docs(),
             },
             SectionDocs {
                 name: "dxdp",
                 doc:
-                    "The DxDP agent (SPEC §4.2); shares [agent]'s learning rates and coefficients.",
+                    "The DxDP agent (docs/algorithms.md §4.2); shares [agent]'s learning rates and coefficients.",
                 fields: DxdpSection::field_docs(),
             },
             SectionDocs {
                 name: "reward",
-                doc: "The EBM reward and its contrastive learner (SPEC §3).",
+                doc: "The EBM reward and its contrastive learner (docs/algorithms.md §3).",
                 fields: RewardConfig::field_docs(),
             },
             SectionDocs {
                 name: "ddaebm",
-                doc: "DDAEBM (SPEC §5), trained when run.method = \"ddaebm\".",
+                doc: "DDAEBM (docs/algorithms.md §5), trained when run.method = \"ddaebm\".",
                 fields: DdaebmSection::field_docs(),
             },
             SectionDocs {
                 name: "eval",
-                doc: "Evaluation written to summary.json (SPEC §7).",
+                doc: "Evaluation written to summary.json (docs/algorithms.md §7).",
                 fields: EvalConfig::field_docs(),
             },
         ]
@@ -582,7 +586,7 @@ impl TrainConfig {
             value_hidden: x.value_hidden,
             value_depth: x.value_depth,
             value_activation: x.value_activation,
-            value_time_embed_dim: 16,
+            value_time_embed_dim: x.value_time_embed_dim,
             value_lr: x.value_lr,
             value_grad_clip: x.value_grad_clip,
             value_target: x.value_target,

@@ -1,4 +1,4 @@
-//! Evaluation (SPEC §7): the metrics of a sampler against fresh data, used by
+//! Evaluation (docs/algorithms.md §7): the metrics of a sampler against fresh data, used by
 //! `summary.json`, by `eval_every` during training, and by `dgym eval`, which also draws
 //! the figures; and `dgym compare`, which puts runs' `eval.json` side by side.
 //!
@@ -12,16 +12,15 @@
 //! grid box, energy as the anomaly score); and `n_samples`, `seed`, `eval_time_s`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use denoise_gym::ebm::{grid_kl, held_out_nll, EnergyModel, Grid2d};
+use denoise_gym::log::{Logger, MultiLogger};
 use denoise_gym::metrics::{
     auroc, grid_total_variation, mmd2, mode_stats, normalised_from_log_density,
     normalised_grid_density, sliced_wasserstein,
 };
-use denoise_gym::rng::{normal_vec, seeded, ProjectRng};
+use denoise_gym::rng::{normal_vec, ProjectRng, Stream};
 use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::Dataset;
@@ -29,17 +28,12 @@ use rand::Rng;
 
 use crate::config::TrainConfig;
 use crate::plots;
-use crate::run::{build_dataset, load_any_sampler, RunDir};
-
-/// RNG stream of evaluations (seeded per run and per step, so evaluation never moves
-/// training's numbers and a resumed run evaluates identically).
-const STREAM_EVAL: u64 = 3;
 
 /// A flat map of named figures.
 pub type Metrics = BTreeMap<String, f64>;
 
 /// Keys whose values are counts or seeds, written to JSON as integers.
-const INTEGER_KEYS: &[&str] = &["n_samples", "seed", "modes_covered", "n_modes"];
+pub const INTEGER_KEYS: &[&str] = &["n_samples", "seed", "modes_covered", "n_modes"];
 
 /// Metrics as a JSON object, counts and seeds as integers.
 pub fn metrics_to_json(metrics: &Metrics) -> serde_json::Value {
@@ -103,7 +97,7 @@ pub fn evaluate_sampler<D: Backend>(
     seed: u64,
 ) -> Result<(Metrics, Vec<f32>, Vec<f32>)> {
     let dim = dataset.dim();
-    let mut rng = seeded(seed, STREAM_EVAL);
+    let mut rng = Stream::Eval.rng(seed);
     let samples = sampler.sample(n, &mut rng).as_vec();
     let data = dataset.sample(n, &mut rng);
     let mut m = sample_metrics(&samples, &data, dataset, swd_directions, &mut rng)?;
@@ -146,10 +140,7 @@ pub fn training_snapshot<D: Backend>(
     step: u64,
 ) -> Result<Snapshot> {
     let n = config.eval.snapshot_samples.max(2);
-    let mut rng = seeded(
-        config.run.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        STREAM_EVAL,
-    );
+    let mut rng = Stream::Eval.rng(config.run.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let samples = sampler.sample(n, &mut rng).as_vec();
     let data = dataset.sample(n, &mut rng);
     let metrics = sample_metrics(
@@ -256,195 +247,28 @@ pub fn energy_metrics<D: Backend>(
     })
 }
 
-/// `dgym eval RUN_DIR`: writes `eval.json` and the figures into the run directory;
-/// returns the path of `eval.json`.
-pub fn evaluate_run<D: Backend>(
-    dev: &D,
-    run_dir: &Path,
-    n: Option<usize>,
-    seed: Option<u64>,
-) -> Result<PathBuf> {
-    let started = Instant::now();
-    let run = RunDir::new(run_dir);
-    let config = run.load_config()?;
-    let checkpoint = run.load_last_checkpoint()?;
-    let dataset = build_dataset(&config.data)?;
-    let sampler = load_any_sampler(dev, run_dir)?;
-    let n = n.unwrap_or(config.eval.n_samples);
-    if n < 2 {
-        bail!("--n must be at least 2");
-    }
-    let seed = seed.unwrap_or(config.run.seed);
-    let (mut metrics, samples, data) = evaluate_sampler(
-        &*sampler,
-        dataset.as_ref(),
-        n,
+/// The sample evaluation written to `summary.json` (see [`metrics_to_json`] for the keys).
+pub fn evaluate<D: Backend>(
+    sampler: &dyn Sampler<D>,
+    dataset: &dyn Dataset,
+    config: &TrainConfig,
+) -> Result<serde_json::Value> {
+    let (metrics, _, _) = evaluate_sampler(
+        sampler,
+        dataset,
+        config.eval.n_samples,
         config.eval.swd_directions,
-        seed,
+        config.run.seed,
     )?;
-    let dim = dataset.dim();
-    let mut figures = vec![];
-    let figure = |name: &str| run.root.join(name);
-    plots::samples_over_data(
-        &figure("samples.png"),
-        &samples,
-        &data,
-        dim,
-        "samples of the final sampler over fresh data",
-    )?;
-    figures.push("samples.png");
-    let mut rng = seeded(seed, STREAM_EVAL + 1);
-    let trajectory: Vec<Vec<f32>> = sampler
-        .sample_trajectory(n.min(2000), &mut rng)
-        .iter()
-        .map(|x| x.as_vec())
-        .collect();
-    plots::trajectory(
-        &figure("trajectory.png"),
-        &trajectory,
-        dim,
-        "denoising trajectory x_T ... x_0",
-    )?;
-    figures.push("trajectory.png");
-    if let Some(sigmas) = sampler.sigmas() {
-        let sigmas: Vec<f64> = sigmas.iter().map(|&s| s as f64).collect();
-        for (t, sigma) in sigmas.iter().enumerate() {
-            metrics.insert(format!("sigma_{}", t + 1), *sigma);
-        }
-        plots::sigma_per_step(&figure("sigma.png"), &sigmas, "sigma_t per step")?;
-        figures.push("sigma.png");
-    }
-    let curves = [
-        "dsm/loss",
-        "reward/return_mean",
-        "ebm/energy_pos",
-        "ebm/energy_neg",
-        "ebm/L_E",
-        "policy/loss",
-        "policy/entropy",
-        "ddaebm/loss_D",
-        "ddaebm/loss_G",
-        "ddaebm/D_gap",
-        "eval/swd",
-    ];
-    if plots::training_curves(
-        &figure("curves.png"),
-        &run.metrics(),
-        &curves,
-        "training curves",
-    )
-    .is_ok()
-    {
-        figures.push("curves.png");
-    }
-    if checkpoint.metadata.get("reward_kind").map(String::as_str) == Some("ebm") && dim == 2 {
-        let model = crate::energy::load_energy_model(dev, run_dir)?;
-        let energy = energy_metrics(&model, dataset.as_ref(), &config, &mut rng)?;
-        metrics.extend(energy.metrics);
-        plots::density_side_by_side(
-            &figure("density.png"),
-            &energy.model_density,
-            energy.true_density.as_deref(),
-            energy.grid.n,
-            energy.grid.lo[0],
-            energy.grid.hi[0],
-            "EBM density exp(-E/T_E) (left) and the true density (right)",
-        )?;
-        figures.push("density.png");
-    }
-    metrics.insert("eval_time_s".into(), started.elapsed().as_secs_f64());
-    let mut json = metrics_to_json(&metrics);
-    json["figures"] = serde_json::json!(figures);
-    json["run"] = serde_json::json!(run_dir.display().to_string());
-    let path = run.root.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    Ok(metrics_to_json(&metrics))
 }
 
-/// The columns `dgym compare` shows first, in this order; other numeric keys follow.
-const COMPARE_FIRST: &[&str] = &[
-    "swd",
-    "mmd2",
-    "mmd2_median",
-    "mode_weight_tv",
-    "off_mode_fraction",
-    "modes_covered",
-    "energy_kl",
-    "energy_kl_raw",
-    "energy_tv",
-    "energy_nll",
-    "energy_auroc",
-    "n_samples",
-    "seed",
-];
-
-/// `dgym compare RUN...`: the runs' `eval.json` side by side, as Markdown and CSV text.
-pub fn compare_runs(runs: &[PathBuf]) -> Result<(String, String)> {
-    if runs.is_empty() {
-        bail!("give at least one run directory");
-    }
-    let mut tables = Vec::new();
-    for run in runs {
-        let path = run.join("eval.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "{} has no eval.json: run `dgym eval {}` first",
-                run.display(),
-                run.display()
-            )
-        })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
-        let numbers: BTreeMap<String, f64> = value
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        tables.push((run.display().to_string(), numbers));
-    }
-    let mut columns: Vec<String> = COMPARE_FIRST
+/// Logs an evaluation's `swd`, `mmd2` and `mmd2_median` as `eval/...` in phase `eval`.
+pub fn log_eval(logger: &mut MultiLogger, step: u64, eval: &serde_json::Value) -> Result<()> {
+    let scalars: Vec<(String, f64)> = ["swd", "mmd2", "mmd2_median"]
         .iter()
-        .filter(|c| tables.iter().any(|(_, m)| m.contains_key(**c)))
-        .map(|c| c.to_string())
+        .filter_map(|k| eval[*k].as_f64().map(|v| (format!("eval/{k}"), v)))
         .collect();
-    for (_, m) in &tables {
-        for k in m.keys() {
-            if !columns.contains(k) && k != "eval_time_s" {
-                columns.push(k.clone());
-            }
-        }
-    }
-    let cell = |m: &BTreeMap<String, f64>, c: &str| {
-        m.get(c).map_or_else(String::new, |&v| {
-            if INTEGER_KEYS.contains(&c) && v.fract() == 0.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.4}")
-            }
-        })
-    };
-    let mut md = format!(
-        "| run | {} |\n|---|{}\n",
-        columns.join(" | "),
-        "---|".repeat(columns.len())
-    );
-    let mut csv = format!("run,{}\n", columns.join(","));
-    for (name, m) in &tables {
-        let cells: Vec<String> = columns.iter().map(|c| cell(m, c)).collect();
-        md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
-        csv.push_str(&format!("{},{}\n", csv_quote(name), cells.join(",")));
-    }
-    Ok((md, csv))
-}
-
-fn csv_quote(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    logger.log_scalars(step, "eval", &scalars)?;
+    Ok(())
 }

@@ -1,16 +1,12 @@
 //! # denoise-gym-experiments
 //!
-//! The `dgym` command-line tool's library: the run configuration ([`config`]) and the
-//! runners that write a run directory ([`run`]).
+//! The `dgym` command-line tool's library: the run configuration ([`config`]), the
+//! mapping from a config to the library's components ([`build`]), evaluation metrics
+//! ([`eval`]) and figures ([`plots`]), and one module per subcommand ([`commands`]). The
+//! run loop itself is the core crate's `denoise_gym::train::Trainer`.
 
-pub mod aggregate;
-pub mod bench;
+pub mod build;
+pub mod commands;
 pub mod config;
-pub mod ddaebm;
-pub mod energy;
 pub mod eval;
-pub mod finetune;
-pub mod grad_variance;
 pub mod plots;
-pub mod run;
-pub mod sweep;

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use denoise_gym::train::default_run_dir;
+use denoise_gym_experiments::commands::sample::write_samples;
+use denoise_gym_experiments::commands::train::{train_new, train_resume, TrainOptions};
 use denoise_gym_experiments::config::TrainConfig;
-use denoise_gym_experiments::run::{
-    default_run_dir, train_new, train_resume, write_samples, TrainOptions,
-};
 
 /// See experiments/Cargo.toml: glibc's malloc unmaps and refaults large buffers.
 #[global_allocator]
@@ -125,7 +125,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Run a sweep file's grid of configs × seeds (train, then eval, per run), resumable;
-    /// then `dgym aggregate`. See the README, "Ablation sweeps".
+    /// then `dgym aggregate`. See docs/configuration.md, "Ablation sweeps".
     Sweep {
         /// The sweep file (TOML).
         sweep: PathBuf,
@@ -137,7 +137,7 @@ enum Command {
         jobs: usize,
         /// Run only slice I of N (1-based), e.g. 2/3.
         #[arg(long, value_name = "I/N")]
-        shard: Option<denoise_gym_experiments::sweep::Shard>,
+        shard: Option<denoise_gym_experiments::commands::sweep::Shard>,
         /// List the runs (and their state) without running anything.
         #[arg(long)]
         dry_run: bool,
@@ -237,16 +237,18 @@ fn run(cli: Cli) -> Result<()> {
             points,
             out,
         } => {
-            let n =
-                denoise_gym_experiments::energy::write_energies(&device, &run_dir, &points, &out)?;
+            let n = denoise_gym_experiments::commands::energy::write_energies(
+                &device, &run_dir, &points, &out,
+            )?;
             println!("wrote {n} energies to {}", out.display());
         }
         Command::Eval { run_dir, n, seed } => {
-            let path = denoise_gym_experiments::eval::evaluate_run(&device, &run_dir, n, seed)?;
+            let path =
+                denoise_gym_experiments::commands::eval::evaluate_run(&device, &run_dir, n, seed)?;
             println!("wrote {}", path.display());
         }
         Command::Compare { runs, out } => {
-            let (markdown, csv) = denoise_gym_experiments::eval::compare_runs(&runs)?;
+            let (markdown, csv) = denoise_gym_experiments::commands::compare::compare_runs(&runs)?;
             std::fs::create_dir_all(&out)?;
             for (name, text) in [("compare.md", &markdown), ("compare.csv", &csv)] {
                 let path = out.join(name);
@@ -264,7 +266,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             out,
         } => {
-            use denoise_gym_experiments::grad_variance as gv;
+            use denoise_gym_experiments::commands::grad_variance as gv;
             let options = gv::GradVarianceOptions {
                 batches,
                 warmup,
@@ -291,7 +293,7 @@ fn run(cli: Cli) -> Result<()> {
             emit_slurm,
             shards,
         } => {
-            use denoise_gym_experiments::sweep;
+            use denoise_gym_experiments::commands::sweep;
             let options = sweep::SweepOptions {
                 out,
                 jobs,
@@ -326,8 +328,10 @@ fn run(cli: Cli) -> Result<()> {
             x,
             lines,
         } => {
-            let options = denoise_gym_experiments::aggregate::AggregateOptions { metric, x, lines };
-            let written = denoise_gym_experiments::aggregate::aggregate(&sweep_dir, &options)?;
+            let options =
+                denoise_gym_experiments::commands::aggregate::AggregateOptions { metric, x, lines };
+            let written =
+                denoise_gym_experiments::commands::aggregate::aggregate(&sweep_dir, &options)?;
             print!("{}", written.markdown);
             println!(
                 "wrote {}, {}",
@@ -345,7 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             batches,
             block_seconds,
         } => {
-            use denoise_gym_experiments::bench;
+            use denoise_gym_experiments::commands::bench;
             let options = bench::BenchOptions {
                 quick,
                 rows,

@@ -1664,7 +1664,10 @@ fn bench_times_every_row_and_writes_the_report_as_json() {
     assert_eq!(machine["device"], "cpu");
     let rows = report["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, denoise_gym_experiments::bench::ROW_NAMES.to_vec());
+    assert_eq!(
+        names,
+        denoise_gym_experiments::commands::bench::ROW_NAMES.to_vec()
+    );
     for row in rows {
         let name = row["name"].as_str().unwrap();
         assert_eq!(row["batch"], 8, "{name}");

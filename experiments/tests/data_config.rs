@@ -2,8 +2,8 @@
 
 use denoise_gym::metrics::mode_stats;
 use denoise_gym::rng::seeded;
+use denoise_gym_experiments::build::build_dataset;
 use denoise_gym_experiments::config::DataConfig;
-use denoise_gym_experiments::run::build_dataset;
 
 #[test]
 fn mixture_weights_and_std_reshape_the_eight_gaussians() {

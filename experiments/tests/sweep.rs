@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use denoise_gym_experiments::aggregate::{seed_stats, t_quantile_975};
-use denoise_gym_experiments::sweep::read_json_object;
+use denoise_gym_experiments::commands::aggregate::{seed_stats, t_quantile_975};
+use denoise_gym_experiments::commands::sweep::read_json_object;
 use tempfile::TempDir;
 
 /// The shipped config the tiny sweeps start from.
@@ -648,7 +648,7 @@ fn aggregate_counts_failed_and_missing_runs_and_computes_the_statistics() {
 
 #[test]
 fn sweep_keys_include_every_documented_key_and_unset_optional_ones() {
-    let keys = denoise_gym_experiments::sweep::config_keys();
+    let keys = denoise_gym_experiments::commands::sweep::config_keys();
     for key in [
         "policy.n_steps",
         "agent.tau_entropy",
@@ -665,7 +665,7 @@ fn sweep_keys_include_every_documented_key_and_unset_optional_ones() {
 
 #[test]
 fn concurrent_runs_share_the_cores_and_a_single_run_inherits() {
-    use denoise_gym_experiments::sweep::threads_per_run;
+    use denoise_gym_experiments::commands::sweep::threads_per_run;
     assert_eq!(threads_per_run(1), None);
     assert_eq!(threads_per_run(0), None);
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

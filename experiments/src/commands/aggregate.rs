@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::sweep::{read_json_object, read_plan, run_state, Plan, PlotSpec, RunState, ERROR_FILE};
+use crate::commands::sweep::dir::{read_json_object, read_plan, run_state, RunState, ERROR_FILE};
+use crate::commands::sweep::plan::{Plan, PlotSpec};
 
 /// `t_{0.975, ν}` for ν = 1..=30 (two-sided 95 %).
 const T_975: [f64; 30] = [

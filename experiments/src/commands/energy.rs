@@ -4,44 +4,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use denoise_gym::reward::LearnedReward;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::TabularDataset;
 
-use crate::finetune::{build_energy_model, RewardChoice};
-use crate::run::RunDir;
-
-/// Loads the EBM of a GCD run, or the `t = 0` energy `-D(x, 0)` of a DDAEBM run, with its
-/// fitted temperature.
-pub fn load_energy_model<D: Backend>(
-    dev: &D,
-    run_dir: &Path,
-) -> Result<denoise_gym::ebm::EnergyModel<D>> {
-    let run = RunDir::new(run_dir);
-    let config = run.load_config()?;
-    if config.run.method == crate::ddaebm::PHASE {
-        return crate::ddaebm::load_energy_model(dev, run_dir);
-    }
-    let checkpoint = run.load_last_checkpoint()?;
-    let path = run.last_checkpoint();
-    let kind = checkpoint.metadata.get("reward_kind").map(String::as_str);
-    if kind != Some("ebm") {
-        bail!(
-            "run {} has no learned energy (its reward is {}); `dgym energy` needs a run with finetune.reward = \"ebm\"",
-            run_dir.display(),
-            kind.unwrap_or("none: it only pretrained")
-        );
-    }
-    let dim: usize = checkpoint.meta_parse(&path, "dim")?;
-    let model = build_energy_model(dev, &config, dim);
-    let learner = denoise_gym::ebm::ContrastiveConfig::default();
-    let mut reward = RewardChoice::Ebm(denoise_gym::ebm::EbmReward::new(model, learner)?);
-    reward.load(&checkpoint, &path, "reward")?;
-    let RewardChoice::Ebm(ebm) = reward else {
-        bail!("internal: reward kind changed while loading");
-    };
-    Ok(ebm.model)
-}
+use crate::build::load_energy_model;
 
 /// Writes the input columns of `points` plus `energy` (calibrated: `E/T_E`, so that
 /// `p ∝ exp(-energy)`) and `energy_raw`.

@@ -13,40 +13,41 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use denoise_gym::rng::seeded;
+use denoise_gym::rng::Stream;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::Dataset;
 use serde::Serialize;
 
+use crate::build::{
+    build_dataset, build_policy, data_batches, ddaebm_phase, dsm_phase, finetune_phase,
+};
 use crate::config::TrainConfig;
-use crate::ddaebm::DdaebmState;
-use crate::finetune::FinetuneState;
-use crate::run::{build_dataset, PhaseState, PretrainState};
+use denoise_gym::train::Phase;
 
 /// The DSM recipe every policy row starts from (T = 4, width 128, depth 3).
 const DDPM_CONFIG: (&str, &str) = (
     "ddpm-8gaussians.toml",
-    include_str!("../configs/ddpm-8gaussians.toml"),
+    include_str!("../../configs/ddpm-8gaussians.toml"),
 );
 /// GCD with REINFORCE and the value baseline.
 const GCD_CONFIG: (&str, &str) = (
     "gcd-8gaussians.toml",
-    include_str!("../configs/gcd-8gaussians.toml"),
+    include_str!("../../configs/gcd-8gaussians.toml"),
 );
 /// GCD with PPO.
 const PPO_CONFIG: (&str, &str) = (
     "ppo-8gaussians.toml",
-    include_str!("../configs/ppo-8gaussians.toml"),
+    include_str!("../../configs/ppo-8gaussians.toml"),
 );
 /// GCD with the DxDP agent.
 const DXMI_CONFIG: (&str, &str) = (
     "dxmi-8gaussians.toml",
-    include_str!("../configs/dxmi-8gaussians.toml"),
+    include_str!("../../configs/dxmi-8gaussians.toml"),
 );
 /// DDAEBM at the reference code's settings (T = 4, width 300, n_z = 2).
 const DDAEBM_CONFIG: (&str, &str) = (
     "ddaebm-25gaussians.toml",
-    include_str!("../configs/ddaebm-25gaussians.toml"),
+    include_str!("../../configs/ddaebm-25gaussians.toml"),
 );
 
 /// Every row name, in the order the bench runs them.
@@ -283,11 +284,6 @@ fn load(config: (&str, &str), overrides: &[String]) -> Result<TrainConfig> {
         .with_context(|| format!("the bench's built-in config {}", config.0))
 }
 
-/// A fresh (untrained) policy of `config`: timing does not depend on the weights.
-fn pretrain_state<D: Backend>(dev: &D, config: &TrainConfig) -> Result<PretrainState<D>> {
-    PretrainState::new(dev, config, 2)
-}
-
 /// Runs one row at one batch size.
 fn bench_row<D: Backend>(
     dev: &D,
@@ -297,21 +293,22 @@ fn bench_row<D: Backend>(
     block_seconds: f64,
 ) -> Result<BenchRow> {
     let set = |key: &str, value: usize| format!("{key}={value}");
-    let mut rng = seeded(0, 999);
+    let mut rng = Stream::Bench.rng(0);
     let (config, unit, timing) = match name {
         "dsm_step" => {
             let config = load(DDPM_CONFIG, &[set("pretrain.batch_size", batch)])?;
             let dataset = build_dataset(&config.data)?;
-            let mut state = pretrain_state(dev, &config)?;
+            let mut phase = dsm_phase(dev, &config, &dataset)?;
             let timing = time_iterations(quick, block_seconds, || {
-                state.step(dataset.as_ref(), &config).map(|_| ())
+                phase.train_step().map(|_| ()).map_err(Into::into)
             })?;
             (config, "it/s", timing)
         }
         "sample_t4" | "sample_t100" => {
             let n_steps = if name == "sample_t4" { 4 } else { 100 };
             let config = load(DDPM_CONFIG, &[set("policy.n_steps", n_steps)])?;
-            let policy = pretrain_state(dev, &config)?.policy;
+            // A fresh (untrained) policy: timing does not depend on the weights.
+            let policy = build_policy(dev, &config, 2)?;
             let timing = time_iterations(quick, block_seconds, || {
                 let samples = policy.sample(batch, &mut rng);
                 // Reading the result back waits for the device (CUDA is asynchronous).
@@ -333,20 +330,19 @@ fn bench_row<D: Backend>(
             overrides.push(set("finetune.batch_size", batch));
             let config = load(source, &overrides)?;
             let dataset: Arc<dyn Dataset> = build_dataset(&config.data)?;
-            let policy = pretrain_state(dev, &config)?.policy;
-            let mut state =
-                FinetuneState::new(dev, &config, &dataset, policy, 0, serde_json::json!({}))?;
+            let policy = build_policy(dev, &config, dataset.dim())?;
+            let mut phase = finetune_phase(dev, &config, &dataset, policy, 0)?;
             let timing = time_iterations(quick, block_seconds, || {
-                state.iterate(&dataset, &config).map(|_| ())
+                phase.step().map(|_| ()).map_err(Into::into)
             })?;
             (config, "it/s", timing)
         }
         "ddaebm" => {
             let config = load(DDAEBM_CONFIG, &[set("ddaebm.batch_size", batch)])?;
             let dataset = build_dataset(&config.data)?;
-            let mut state = DdaebmState::new(dev, &config, dataset.dim())?;
+            let mut phase = ddaebm_phase(dev, &config, dataset.dim(), data_batches(dev, &dataset))?;
             let timing = time_iterations(quick, block_seconds, || {
-                state.advance(&dataset, &config).map(|_| ())
+                phase.step().map(|_| ()).map_err(Into::into)
             })?;
             (config, "it/s", timing)
         }

@@ -3,7 +3,7 @@
 //! batches for every baseline.
 //!
 //! For each baseline it draws `batches` rollouts of the frozen policy, rewards them with
-//! the frozen EBM (`-E(x_0)`), and reads REINFORCE's gradient (SPEC §4.1, the run's
+//! the frozen EBM (`-E(x_0)`), and reads REINFORCE's gradient (docs/algorithms.md §4.1, the run's
 //! options, no clipping, no update) of every policy parameter as one vector `g_b`. It
 //! reports `E‖g‖²`, the trace of the covariance `Σ_b ‖g_b - ḡ‖² / (n - 1)`, the squared
 //! norm of the expected gradient `‖E g‖²` (estimated without bias as `‖ḡ‖² - tr Cov / n`:
@@ -23,19 +23,15 @@ use anyhow::{bail, Context, Result};
 use denoise_gym::agent::Agent;
 use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::reward::RewardModel;
-use denoise_gym::rng::seeded;
+use denoise_gym::rng::Stream;
 use denoise_gym::rollout::Rollout;
 use denoise_gym::tensor::Backend;
 use denoise_gym_agents::Reinforce;
 use serde_json::json;
 
-use crate::energy::load_energy_model;
-use crate::finetune::build_baseline;
-use crate::run::RunDir;
+use denoise_gym::train::RunDir;
 
-/// RNG streams of the measured and the warm-up rollouts.
-const STREAM_MEASURED: u64 = 41;
-const STREAM_WARMUP: u64 = 42;
+use crate::build::{build_baseline, load_energy_model, load_run_config};
 
 /// Options of one measurement.
 #[derive(Debug, Clone)]
@@ -80,7 +76,7 @@ pub fn grad_variance<D: Backend>(
         bail!("--batches must be at least 2 (a variance needs two batches)");
     }
     let run = RunDir::new(run_dir);
-    let config = run.load_config()?;
+    let config = load_run_config(&run)?;
     let checkpoint = run.load_last_checkpoint()?;
     let path = run.last_checkpoint();
     if checkpoint.metadata.get("phase").map(String::as_str) != Some("finetune") {
@@ -110,7 +106,7 @@ pub fn grad_variance<D: Backend>(
 
     // The run's agent as checkpointed (policy with its options, velocity scale, baseline).
     let load_agent = || -> Result<Reinforce<D>> {
-        let mut rng = seeded(config.run.seed, 0);
+        let mut rng = Stream::PolicyInit.rng(config.run.seed);
         let policy =
             GaussianPolicy::new(dev, config.policy_spec(dim), config.schedule()?, &mut rng)?;
         let n_steps = policy.n_steps();
@@ -138,12 +134,12 @@ pub fn grad_variance<D: Backend>(
         if *name != config.agent.baseline {
             agent.baseline = build_baseline(dev, &config, name, dim, agent.policy.n_steps())?;
         }
-        let mut warmup_rng = seeded(options.seed, STREAM_WARMUP);
+        let mut warmup_rng = Stream::GradVarianceWarmup.rng(options.seed);
         for _ in 0..options.warmup {
             let data = rollout(&agent, &mut warmup_rng)?;
             agent.score(&data)?;
         }
-        let mut rng = seeded(options.seed, STREAM_MEASURED);
+        let mut rng = Stream::GradVarianceMeasured.rng(options.seed);
         let mut gradients: Vec<Vec<f64>> = Vec::with_capacity(options.batches);
         for _ in 0..options.batches {
             let data = rollout(&agent, &mut rng)?;

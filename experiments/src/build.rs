@@ -1,0 +1,608 @@
+//! From a config to components: the mapping from `TrainConfig`'s sections to the
+//! library's data sets, sampler, phases, agents and rewards, and back from a run
+//! directory to its trained sampler and energy. Nothing below this module sees the whole
+//! `TrainConfig`.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use denoise_gym::agent::{Agent, Baseline, Stats};
+use denoise_gym::checkpoint::Checkpoint;
+use denoise_gym::dsm::{DsmConfig, DsmPhase};
+use denoise_gym::ebm::{
+    fit_temperature, grid_kl, held_out_nll, ContrastiveConfig, EbmReward, EnergyModel, Grid2d,
+};
+use denoise_gym::irl::{ExpertSampler, IrlPhase};
+use denoise_gym::nn::Parameterized;
+use denoise_gym::policy::GaussianPolicy;
+use denoise_gym::reward::{DifferentiableReward, LearnedReward, RewardModel};
+use denoise_gym::rng::Stream;
+use denoise_gym::sampler::Sampler;
+use denoise_gym::tensor::{matrix, Backend, Matrix, Vector};
+use denoise_gym::train::{Phase, RunDir};
+use denoise_gym_agents::ddaebm::{Ddaebm, DdaebmPhase, LatentGenerator};
+use denoise_gym_agents::{make_baseline, Dxdp, Ppo, Reinforce, ValueBaselineSpec};
+use denoise_gym_envs::{
+    toy_dataset, Dataset, DenoisingEnv, GaussianMixture, OracleReward, TabularDataset,
+};
+use dfdx::prelude::OwnedTape;
+use serde_json::json;
+
+use crate::config::{DataConfig, RewardConfig, TrainConfig};
+
+/// Reads the resolved config of an existing run.
+pub fn load_run_config(run: &RunDir) -> Result<TrainConfig> {
+    run.read_config_text()?;
+    TrainConfig::load(Some(&run.config()), &[])
+}
+
+/// Builds the data set a config names.
+pub fn build_dataset(config: &DataConfig) -> Result<Arc<dyn Dataset>> {
+    let dataset: Arc<dyn Dataset> = match config.dataset.as_str() {
+        "gmm" => Arc::new(GaussianMixture::gmm(
+            config.gmm_dim,
+            config.gmm_components,
+            config.gmm_scale,
+            config.gmm_std,
+            config.gmm_seed,
+        )?),
+        "csv" => {
+            if config.path.is_empty() {
+                bail!("key data.path: the csv data set needs a file path");
+            }
+            Arc::new(TabularDataset::from_csv(
+                Path::new(&config.path),
+                config.drop_last_column,
+            )?)
+        }
+        "digits" => Arc::new(TabularDataset::digits()?),
+        name => Arc::from(toy_dataset(name).with_context(|| "key data.dataset")?),
+    };
+    if config.mixture_weights.is_empty() && config.mixture_std == 0.0 {
+        return Ok(dataset);
+    }
+    let Some(mixture) = dataset.as_mixture() else {
+        bail!(
+            "keys data.mixture_weights / data.mixture_std: data set {:?} is not a Gaussian mixture",
+            config.dataset
+        );
+    };
+    let n = mixture.n_components();
+    let weights = if config.mixture_weights.is_empty() {
+        mixture.weights().to_vec()
+    } else if config.mixture_weights.len() == n {
+        config.mixture_weights.clone()
+    } else {
+        bail!(
+            "key data.mixture_weights: {} weights for the {n} components of {:?}",
+            config.mixture_weights.len(),
+            config.dataset
+        );
+    };
+    let stds = if config.mixture_std == 0.0 {
+        mixture.stds().to_vec()
+    } else {
+        vec![config.mixture_std; n]
+    };
+    let reshaped = GaussianMixture::new(
+        config.dataset.clone(),
+        mixture.means().to_vec(),
+        stds,
+        weights,
+    )
+    .with_context(|| "keys data.mixture_weights / data.mixture_std")?;
+    Ok(Arc::new(reshaped))
+}
+
+/// Batches of `dataset` as `n × d` matrices on `dev`, drawn from the caller's generator.
+pub fn data_batches<D: Backend>(
+    dev: &D,
+    dataset: &Arc<dyn Dataset>,
+) -> Box<ExpertSampler<'static, D>> {
+    let (dev, dataset) = (dev.clone(), dataset.clone());
+    let dim = dataset.dim();
+    Box::new(move |n, rng| matrix(&dev, dataset.sample(n, rng), n, dim))
+}
+
+/// A freshly initialised sampler-policy of `config` for data of dimension `dim`.
+pub fn build_policy<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dim: usize,
+) -> Result<GaussianPolicy<D>> {
+    let mut init_rng = Stream::PolicyInit.rng(config.run.seed);
+    Ok(GaussianPolicy::new(
+        dev,
+        config.policy_spec(dim),
+        config.schedule()?,
+        &mut init_rng,
+    )?)
+}
+
+/// DSM pretraining of a fresh policy, as `[pretrain]` configures it.
+pub fn dsm_phase<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dataset: &Arc<dyn Dataset>,
+) -> Result<DsmPhase<D>> {
+    let p = &config.pretrain;
+    let dsm = DsmConfig {
+        batch_size: p.batch_size,
+        lr: p.lr,
+        betas: p.betas,
+        grad_clip: p.grad_clip,
+        ema_decay: p.ema_decay,
+    };
+    Ok(DsmPhase::new(
+        build_policy(dev, config, dataset.dim())?,
+        dsm,
+        data_batches(dev, dataset),
+        Stream::Pretrain.rng(config.run.seed),
+    )?)
+}
+
+/// The reward a config chooses: the learned EBM, or the oracle.
+pub enum RewardChoice<D: Backend> {
+    /// GCD's energy-based reward.
+    Ebm(EbmReward<D>),
+    /// The exact log-density of the data's mixture.
+    Oracle(OracleReward),
+}
+
+impl<D: Backend> RewardModel<D> for RewardChoice<D> {
+    fn reward(&self, x0: &Matrix<D>) -> denoise_gym::Result<Vector<D>> {
+        match self {
+            RewardChoice::Ebm(r) => r.reward(x0),
+            RewardChoice::Oracle(r) => r.reward(x0),
+        }
+    }
+    fn dim(&self) -> usize {
+        match self {
+            RewardChoice::Ebm(r) => r.dim(),
+            RewardChoice::Oracle(r) => RewardModel::<D>::dim(r),
+        }
+    }
+    fn name(&self) -> &str {
+        match self {
+            RewardChoice::Ebm(_) => "ebm",
+            RewardChoice::Oracle(_) => "oracle",
+        }
+    }
+}
+
+impl<D: Backend> LearnedReward<D> for RewardChoice<D> {
+    fn learn(
+        &mut self,
+        positive: &Matrix<D>,
+        negative: &Matrix<D>,
+        iteration: u64,
+    ) -> denoise_gym::Result<Stats> {
+        match self {
+            RewardChoice::Ebm(r) => r.learn(positive, negative, iteration),
+            RewardChoice::Oracle(r) => LearnedReward::<D>::learn(r, positive, negative, iteration),
+        }
+    }
+    fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) -> denoise_gym::Result<()> {
+        match self {
+            RewardChoice::Ebm(r) => r.save(checkpoint, prefix),
+            RewardChoice::Oracle(r) => LearnedReward::<D>::save(r, checkpoint, prefix),
+        }
+    }
+    fn load(
+        &mut self,
+        checkpoint: &Checkpoint,
+        path: &Path,
+        prefix: &str,
+    ) -> denoise_gym::Result<()> {
+        match self {
+            RewardChoice::Ebm(r) => r.load(checkpoint, path, prefix),
+            RewardChoice::Oracle(r) => LearnedReward::<D>::load(r, checkpoint, path, prefix),
+        }
+    }
+}
+
+impl<D: Backend> DifferentiableReward<D> for RewardChoice<D> {
+    fn reward_traced(
+        &self,
+        x0: Matrix<D, OwnedTape<f32, D>>,
+    ) -> denoise_gym::Result<Vector<D, OwnedTape<f32, D>>> {
+        match self {
+            RewardChoice::Ebm(r) => r.reward_traced(x0),
+            RewardChoice::Oracle(_) => Err(denoise_gym::Error::InvalidArgument(
+                "the oracle reward is computed on the host and cannot be differentiated; \
+                 a pathwise agent (dxdp) needs finetune.reward = \"ebm\""
+                    .to_string(),
+            )),
+        }
+    }
+}
+
+/// The EBM of `[reward]` (untrained) for data of dimension `dim`.
+pub fn build_energy_model<D: Backend>(
+    dev: &D,
+    reward: &RewardConfig,
+    seed: u64,
+    dim: usize,
+) -> EnergyModel<D> {
+    let mut rng = Stream::RewardInit.rng(seed);
+    EnergyModel::new(
+        dev,
+        dim,
+        reward.hidden,
+        reward.depth,
+        reward.activation,
+        &mut rng,
+    )
+}
+
+fn build_reward<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dataset: &Arc<dyn Dataset>,
+) -> Result<RewardChoice<D>> {
+    Ok(match config.finetune.reward.as_str() {
+        "oracle" => RewardChoice::Oracle(OracleReward::new(dataset.clone())?),
+        _ => {
+            let r = &config.reward;
+            let learner = ContrastiveConfig {
+                gamma: r.gamma,
+                lr: r.lr,
+                betas: r.betas,
+                grad_clip: r.grad_clip,
+            };
+            learner.validate()?;
+            RewardChoice::Ebm(EbmReward::new(
+                build_energy_model(dev, r, config.run.seed, dataset.dim()),
+                learner,
+            )?)
+        }
+    })
+}
+
+/// The baseline `name` with `[agent]`'s value-network options (a fresh one: stateful
+/// baselines start empty).
+pub fn build_baseline<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    name: &str,
+    dim: usize,
+    n_steps: usize,
+) -> Result<Box<dyn Baseline<D>>> {
+    let a = &config.agent;
+    let mut rng = Stream::AgentInit.rng(config.run.seed);
+    Ok(make_baseline(
+        name,
+        dev,
+        dim,
+        n_steps,
+        ValueBaselineSpec {
+            hidden: a.value_hidden,
+            depth: a.value_depth,
+            time_embed_dim: a.value_time_embed_dim,
+            lr: a.value_lr,
+            steps_per_batch: a.value_steps,
+        },
+        &mut rng,
+    )?)
+}
+
+fn build_agent<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    policy: GaussianPolicy<D>,
+    reward: &Rc<RefCell<RewardChoice<D>>>,
+) -> Result<Box<dyn Agent<D>>> {
+    if config.finetune.agent == "dxdp" {
+        let reward: Rc<RefCell<dyn DifferentiableReward<D>>> = reward.clone();
+        let mut rng = Stream::AgentInit.rng(config.run.seed);
+        return Ok(Box::new(Dxdp::new(
+            policy,
+            reward,
+            config.dxdp_config(),
+            &mut rng,
+        )?));
+    }
+    let baseline = build_baseline(
+        dev,
+        config,
+        &config.agent.baseline,
+        policy.dim(),
+        policy.n_steps(),
+    )?;
+    match config.finetune.agent.as_str() {
+        "reinforce" => Ok(Box::new(Reinforce::new(
+            policy,
+            baseline,
+            config.reinforce_config(),
+        )?)),
+        "ppo" => Ok(Box::new(Ppo::new(
+            policy,
+            baseline,
+            config.reinforce_config(),
+            config.ppo_config(),
+        )?)),
+        other => bail!("key finetune.agent: unknown agent {other:?}"),
+    }
+}
+
+/// The IRL phase `dgym train` builds: the denoising environment, the config's agent and
+/// reward, expert batches of the data set.
+pub type FinetunePhase<D> = IrlPhase<D, DenoisingEnv<D>, RewardChoice<D>>;
+
+/// Fine-tuning of `policy` as `[finetune]`, `[agent]`, `[dxdp]` and `[reward]` configure
+/// it, its global steps counted from `step_offset`.
+pub fn finetune_phase<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dataset: &Arc<dyn Dataset>,
+    policy: GaussianPolicy<D>,
+    step_offset: u64,
+) -> Result<FinetunePhase<D>> {
+    let reward = Rc::new(RefCell::new(build_reward(dev, config, dataset)?));
+    let env = DenoisingEnv::new(
+        dev.clone(),
+        policy.dim(),
+        policy.n_steps(),
+        config.finetune.batch_size,
+        reward.clone(),
+        config.run.seed,
+    )?;
+    let agent = build_agent(dev, config, policy, &reward)?;
+    Ok(IrlPhase::new(
+        agent,
+        reward,
+        env,
+        data_batches(dev, dataset),
+        config.finetune.n_critic,
+        config.run.seed,
+        Stream::Finetune.rng(config.run.seed),
+        step_offset,
+        config.finetune.finetune_ema_decay,
+    )?)
+}
+
+/// DDAEBM as `[ddaebm]` configures it, freshly initialised, on data of dimension `dim`
+/// drawn by `data`.
+pub fn ddaebm_phase<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dim: usize,
+    data: Box<ExpertSampler<'static, D>>,
+) -> Result<DdaebmPhase<D>> {
+    let mut init_rng = Stream::DdaebmInit.rng(config.run.seed);
+    let model = Ddaebm::new(
+        dev,
+        &config.ddaebm_spec(dim),
+        config.schedule()?,
+        config.ddaebm_config(),
+        &mut init_rng,
+    )?;
+    Ok(DdaebmPhase::new(
+        model,
+        data,
+        config.ddaebm.batch_size,
+        config.ddaebm.perfect_generator_fakes,
+        Stream::Ddaebm.rng(config.run.seed),
+    )?)
+}
+
+/// Fits `T_E` of a 2-D energy by held-out likelihood on `[reward]`'s grid
+/// (docs/algorithms.md §3), stores it in the model, and reports the raw and calibrated
+/// density quality (KL(true ‖ EBM) where the data's density is known, held-out NLL).
+/// `None` for data that is not 2-D or when `reward.fit_temperature` is off.
+pub fn calibrate_energy<D: Backend>(
+    model: &mut EnergyModel<D>,
+    dataset: &Arc<dyn Dataset>,
+    r: &RewardConfig,
+    seed: u64,
+) -> Result<Option<serde_json::Value>> {
+    if dataset.dim() != 2 || !r.fit_temperature {
+        return Ok(None);
+    }
+    let b = r.grid_half_width;
+    let grid = Grid2d::new([-b, -b], [b, b], r.grid_size)?;
+    let points = grid.points();
+    let grid_energy: Vec<f64> = model
+        .energy_host(&points)
+        .iter()
+        .map(|&e| e as f64)
+        .collect();
+    let mut rng = Stream::HeldOut.rng(seed);
+    let held_out = dataset.sample(r.held_out, &mut rng);
+    let held_out_energy: Vec<f64> = model
+        .energy_host(&held_out)
+        .iter()
+        .map(|&e| e as f64)
+        .collect();
+    let (temperature, nll) = fit_temperature(&grid_energy, grid.cell_area(), &held_out_energy)?;
+    model.temperature = temperature;
+    let nll_raw = held_out_nll(&grid_energy, grid.cell_area(), &held_out_energy, 1.0);
+    let mut out = json!({
+        "temperature": temperature,
+        "held_out_nll_calibrated": nll,
+        "held_out_nll_raw": nll_raw,
+        "grid_half_width": b,
+        "grid_size": r.grid_size,
+    });
+    if let Some(true_log_density) = dataset.log_density(&points) {
+        out["kl_calibrated"] = json!(grid_kl(
+            &true_log_density,
+            &grid_energy,
+            temperature,
+            grid.cell_area()
+        ));
+        out["kl_raw"] = json!(grid_kl(
+            &true_log_density,
+            &grid_energy,
+            1.0,
+            grid.cell_area()
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// Fits `T_E` of a fine-tuning phase's EBM (see [`calibrate_energy`]); `None` for the oracle.
+pub fn calibrate_finetune<D: Backend>(
+    phase: &mut FinetunePhase<D>,
+    dataset: &Arc<dyn Dataset>,
+    config: &TrainConfig,
+) -> Result<Option<serde_json::Value>> {
+    let mut reward = phase.reward.borrow_mut();
+    let RewardChoice::Ebm(ebm) = &mut *reward else {
+        return Ok(None);
+    };
+    calibrate_energy(&mut ebm.model, dataset, &config.reward, config.run.seed)
+}
+
+/// Loads the sampler of `init_from`, checking it fits this config.
+pub fn sampler_from_run<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    dim: usize,
+) -> Result<GaussianPolicy<D>> {
+    let other = Path::new(&config.finetune.init_from);
+    let other_config =
+        load_run_config(&RunDir::new(other)).with_context(|| "key finetune.init_from")?;
+    if other_config.run.method != "diffusion" {
+        bail!(
+            "key finetune.init_from: run {} is a {} run; fine-tuning starts from a diffusion run's Gaussian policy",
+            other.display(),
+            other_config.run.method
+        );
+    }
+    // The architecture and schedule must match; σ_1 is this config's own (see below).
+    let mine = toml::Value::try_from(&config.policy)?;
+    let theirs = toml::Value::try_from(&other_config.policy)?;
+    for key in [
+        "n_steps",
+        "schedule",
+        "vp_beta_min",
+        "vp_beta_max",
+        "hidden",
+        "depth",
+        "time_embed_dim",
+        "activation",
+    ] {
+        let (a, b) = (mine.get(key), theirs.get(key));
+        if a != b {
+            let show = |v: Option<&toml::Value>| v.map_or_else(String::new, ToString::to_string);
+            bail!(
+                "key finetune.init_from: run {} has policy.{key} = {}, this config has {}",
+                other.display(),
+                show(b),
+                show(a)
+            );
+        }
+    }
+    let loaded = load_sampler(dev, other).with_context(|| "key finetune.init_from")?;
+    if loaded.dim() != dim {
+        bail!(
+            "key finetune.init_from: run {} samples dimension {}, this config's data has dimension {dim}",
+            other.display(),
+            loaded.dim()
+        );
+    }
+    // The weights and σ_2..σ_T come from the earlier run; σ_1 (fix_last_sigma, last_sigma)
+    // is this config's: DSM pretraining never depends on it, and a resumed run rebuilds
+    // the policy from this config.
+    let mut policy = build_policy(dev, config, dim)?;
+    for (mine, theirs) in policy
+        .eps_net
+        .parameters_mut()
+        .into_iter()
+        .zip(loaded.eps_net.parameters())
+    {
+        mine.copy_from(&theirs.as_vec());
+    }
+    let mut log_sigma = loaded.log_sigma.as_vec();
+    log_sigma[0] = policy.log_sigma.as_vec()[0];
+    policy.log_sigma.copy_from(&log_sigma);
+    Ok(policy)
+}
+
+/// Loads the sampler of a diffusion run (EMA weights when the run kept them).
+pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolicy<D>> {
+    let run = RunDir::new(run_dir);
+    let config = load_run_config(&run)?;
+    let checkpoint = run.load_last_checkpoint()?;
+    let path = run.last_checkpoint();
+    let dim: usize = checkpoint.meta_parse(&path, "dim")?;
+    let mut policy = build_policy(dev, &config, dim)?;
+    let prefix = checkpoint
+        .metadata
+        .get("sampler_prefix")
+        .map_or("policy", String::as_str);
+    checkpoint.load_model(&path, prefix, &mut policy)?;
+    // Frozen early steps (ft_steps) and σ floors of a fine-tuned sampler, when it has them.
+    policy.load_step_options(&checkpoint, &path, prefix)?;
+    if checkpoint.meta(&path, "sampler_weights")? == "ema" {
+        let ema_prefix = checkpoint
+            .metadata
+            .get("sampler_ema_prefix")
+            .map_or("ema", String::as_str);
+        let names = policy.eps_net.parameter_names();
+        checkpoint.load_matrices(&path, ema_prefix, &names, policy.eps_net.parameters_mut())?;
+    }
+    Ok(policy)
+}
+
+/// Rebuilds the DDAEBM phase of a DDAEBM run from its last checkpoint.
+pub fn load_ddaebm<D: Backend>(dev: &D, run_dir: &Path) -> Result<DdaebmPhase<D>> {
+    let run = RunDir::new(run_dir);
+    let config = load_run_config(&run)?;
+    let checkpoint = run.load_last_checkpoint()?;
+    let path = run.last_checkpoint();
+    let dim: usize = checkpoint.meta_parse(&path, "dim")?;
+    // Loaded to sample or score, never stepped: it draws no data.
+    let no_data: Box<ExpertSampler<'static, D>> = {
+        let dev = dev.clone();
+        Box::new(move |n, _| matrix(&dev, vec![0.0; n * dim], n, dim))
+    };
+    let mut phase = ddaebm_phase(dev, &config, dim, no_data)?;
+    phase.load(&checkpoint, &path)?;
+    Ok(phase)
+}
+
+/// The generator of a DDAEBM run, as a sampler.
+pub fn load_generator<D: Backend>(dev: &D, run_dir: &Path) -> Result<LatentGenerator<D>> {
+    Ok(load_ddaebm(dev, run_dir)?.model.generator)
+}
+
+/// Loads the final sampler of any run: the Gaussian policy of a diffusion run, the
+/// latent generator of a DDAEBM run.
+pub fn load_any_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<Box<dyn Sampler<D>>> {
+    let config = load_run_config(&RunDir::new(run_dir))?;
+    if config.run.method == denoise_gym_agents::ddaebm::PHASE {
+        Ok(Box::new(load_generator(dev, run_dir)?))
+    } else {
+        Ok(Box::new(load_sampler(dev, run_dir)?))
+    }
+}
+
+/// Loads the EBM of a GCD run, or the `t = 0` energy `-D(x, 0)` of a DDAEBM run, with its
+/// fitted temperature.
+pub fn load_energy_model<D: Backend>(dev: &D, run_dir: &Path) -> Result<EnergyModel<D>> {
+    let run = RunDir::new(run_dir);
+    let config = load_run_config(&run)?;
+    if config.run.method == denoise_gym_agents::ddaebm::PHASE {
+        return Ok(load_ddaebm(dev, run_dir)?.energy_model());
+    }
+    let checkpoint = run.load_last_checkpoint()?;
+    let path = run.last_checkpoint();
+    let kind = checkpoint.metadata.get("reward_kind").map(String::as_str);
+    if kind != Some("ebm") {
+        bail!(
+            "run {} has no learned energy (its reward is {}); `dgym energy` needs a run with finetune.reward = \"ebm\"",
+            run_dir.display(),
+            kind.unwrap_or("none: it only pretrained")
+        );
+    }
+    let dim: usize = checkpoint.meta_parse(&path, "dim")?;
+    let model = build_energy_model(dev, &config.reward, config.run.seed, dim);
+    let mut reward = EbmReward::new(model, ContrastiveConfig::default())?;
+    reward.load(&checkpoint, &path, "reward")?;
+    Ok(reward.model)
+}

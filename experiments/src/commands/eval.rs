@@ -1,0 +1,119 @@
+//! `dgym eval RUN_DIR`: `eval.json` and the figures of a finished run.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use denoise_gym::rng::Stream;
+use denoise_gym::tensor::Backend;
+use denoise_gym::train::RunDir;
+
+use crate::build::{build_dataset, load_any_sampler, load_energy_model, load_run_config};
+use crate::eval::{energy_metrics, evaluate_sampler, metrics_to_json};
+use crate::plots;
+
+/// `dgym eval RUN_DIR`: writes `eval.json` and the figures into the run directory;
+/// returns the path of `eval.json`.
+pub fn evaluate_run<D: Backend>(
+    dev: &D,
+    run_dir: &Path,
+    n: Option<usize>,
+    seed: Option<u64>,
+) -> Result<PathBuf> {
+    let started = Instant::now();
+    let run = RunDir::new(run_dir);
+    let config = load_run_config(&run)?;
+    let checkpoint = run.load_last_checkpoint()?;
+    let dataset = build_dataset(&config.data)?;
+    let sampler = load_any_sampler(dev, run_dir)?;
+    let n = n.unwrap_or(config.eval.n_samples);
+    if n < 2 {
+        bail!("--n must be at least 2");
+    }
+    let seed = seed.unwrap_or(config.run.seed);
+    let (mut metrics, samples, data) = evaluate_sampler(
+        &*sampler,
+        dataset.as_ref(),
+        n,
+        config.eval.swd_directions,
+        seed,
+    )?;
+    let dim = dataset.dim();
+    let mut figures = vec![];
+    let figure = |name: &str| run.root.join(name);
+    plots::samples_over_data(
+        &figure("samples.png"),
+        &samples,
+        &data,
+        dim,
+        "samples of the final sampler over fresh data",
+    )?;
+    figures.push("samples.png");
+    let mut rng = Stream::EvalTrajectory.rng(seed);
+    let trajectory: Vec<Vec<f32>> = sampler
+        .sample_trajectory(n.min(2000), &mut rng)
+        .iter()
+        .map(|x| x.as_vec())
+        .collect();
+    plots::trajectory(
+        &figure("trajectory.png"),
+        &trajectory,
+        dim,
+        "denoising trajectory x_T ... x_0",
+    )?;
+    figures.push("trajectory.png");
+    if let Some(sigmas) = sampler.sigmas() {
+        let sigmas: Vec<f64> = sigmas.iter().map(|&s| s as f64).collect();
+        for (t, sigma) in sigmas.iter().enumerate() {
+            metrics.insert(format!("sigma_{}", t + 1), *sigma);
+        }
+        plots::sigma_per_step(&figure("sigma.png"), &sigmas, "sigma_t per step")?;
+        figures.push("sigma.png");
+    }
+    let curves = [
+        "dsm/loss",
+        "reward/return_mean",
+        "ebm/energy_pos",
+        "ebm/energy_neg",
+        "ebm/L_E",
+        "policy/loss",
+        "policy/entropy",
+        "ddaebm/loss_D",
+        "ddaebm/loss_G",
+        "ddaebm/D_gap",
+        "eval/swd",
+    ];
+    if plots::training_curves(
+        &figure("curves.png"),
+        &run.metrics(),
+        &curves,
+        "training curves",
+    )
+    .is_ok()
+    {
+        figures.push("curves.png");
+    }
+    if checkpoint.metadata.get("reward_kind").map(String::as_str) == Some("ebm") && dim == 2 {
+        let model = load_energy_model(dev, run_dir)?;
+        let energy = energy_metrics(&model, dataset.as_ref(), &config, &mut rng)?;
+        metrics.extend(energy.metrics);
+        plots::density_side_by_side(
+            &figure("density.png"),
+            &energy.model_density,
+            energy.true_density.as_deref(),
+            energy.grid.n,
+            energy.grid.lo[0],
+            energy.grid.hi[0],
+            "EBM density exp(-E/T_E) (left) and the true density (right)",
+        )?;
+        figures.push("density.png");
+    }
+    metrics.insert("eval_time_s".into(), started.elapsed().as_secs_f64());
+    let mut json = metrics_to_json(&metrics);
+    json["figures"] = serde_json::json!(figures);
+    json["run"] = serde_json::json!(run_dir.display().to_string());
+    let path = run.root.join("eval.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
