@@ -10,7 +10,7 @@ random number generators, other initial draws); the work is.
     python bench/torch_reference.py [--json OUT] [--quick] [--threads N] [--rows a,b]
                                     [--batches 64,256] [--block-seconds S] [--check]
 
-Timing (as experiments/src/bench.rs `time_iterations`): warm-up iterations that are not
+Timing (as experiments/src/commands/bench.rs `time_iterations`): warm-up iterations that are not
 timed (3, or 1 with --quick), one timed iteration that sizes a block to about
 --block-seconds (0.3 s), then `repeats` blocks (5, or 2 with --quick) of back-to-back
 iterations; a row reports the min and the median over blocks of the seconds per iteration.
@@ -296,7 +296,7 @@ class GaussianPolicy(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
-# DSM pretraining (experiments/src/run.rs `PretrainState::step`).
+# DSM pretraining (src/dsm.rs `DsmPhase::train_step`).
 
 
 class PretrainState:
@@ -753,7 +753,7 @@ class Dxdp:
 
 
 # ---------------------------------------------------------------------------------------
-# The IRL iteration (src/irl.rs `irl_iteration`, experiments/src/finetune.rs `iterate`).
+# The IRL iteration (src/irl.rs `irl_iteration`, `IrlPhase::step`).
 
 
 class FinetuneState:
@@ -858,7 +858,7 @@ class Ddaebm:
     def train_step(self):
         s = self.schedule
         rows, dim = self.batch, DIM
-        x0 = self.data.sample(rows)  # experiments/src/ddaebm.rs: a fresh data batch per step
+        x0 = self.data.sample(rows)  # agents/src/ddaebm.rs `DdaebmPhase::step`: a fresh data batch per step
         ts = torch.randint(1, s.n_steps + 1, (rows,))
         eps_prev = torch.randn(rows, dim)
         eps_t = torch.randn(rows, dim)

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::nn::Parameterized;
 use crate::tensor::{Backend, Matrix};
 
+/// The metadata key of a checkpoint's CRC-32C ([`Checkpoint::checksum`]).
+pub const CHECKSUM_KEY: &str = "checksum.crc32c";
+
 /// A host-side tensor: shape and row-major values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
@@ -145,16 +148,62 @@ impl Checkpoint {
                     .map_err(|e| Error::checkpoint(path, format!("tensor `{name}`: {e:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        let mut metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        metadata.insert(CHECKSUM_KEY.to_string(), format!("{:08x}", self.checksum()));
         let buffer = ::safetensors::tensor::serialize(views, &Some(metadata))
             .map_err(|e| Error::checkpoint(path, format!("serialise: {e:?}")))?;
-        let temporary = path.with_extension("safetensors.tmp");
-        std::fs::write(&temporary, buffer).map_err(|e| Error::io(&temporary, e))?;
-        std::fs::rename(&temporary, path).map_err(|e| Error::io(path, e))
+        crate::io::write_atomic(path, &buffer)
     }
 
-    /// Reads a checkpoint written by [`Checkpoint::save`].
+    /// CRC-32C over every tensor (name, shape, values) and every metadata entry except
+    /// the checksum itself, in name order: what [`Checkpoint::save`] stores under
+    /// [`CHECKSUM_KEY`] and [`Checkpoint::load`] verifies.
+    pub fn checksum(&self) -> u32 {
+        let mut crc = 0u32;
+        for (name, tensor) in &self.tensors {
+            crc = crc32c::crc32c_append(crc, name.as_bytes());
+            for dim in &tensor.shape {
+                crc = crc32c::crc32c_append(crc, &(*dim as u64).to_le_bytes());
+            }
+            let bytes: Vec<u8> = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            crc = crc32c::crc32c_append(crc, &bytes);
+        }
+        for (key, value) in self.metadata.iter().filter(|(k, _)| *k != CHECKSUM_KEY) {
+            crc = crc32c::crc32c_append(crc, key.as_bytes());
+            crc = crc32c::crc32c_append(crc, &[0]);
+            crc = crc32c::crc32c_append(crc, value.as_bytes());
+            crc = crc32c::crc32c_append(crc, &[0]);
+        }
+        crc
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`] and verifies its checksum: a
+    /// damaged file is an error, never numbers. A checkpoint written before checksums
+    /// existed loads with a warning on stderr.
     pub fn load(path: &Path) -> Result<Self> {
+        let mut checkpoint = Self::load_unverified(path)?;
+        match checkpoint.metadata.remove(CHECKSUM_KEY) {
+            Some(stored) => {
+                let computed = format!("{:08x}", checkpoint.checksum());
+                if stored != computed {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "checksum mismatch (stored {stored}, computed {computed}): the file is damaged"
+                        ),
+                    ));
+                }
+            }
+            None => eprintln!(
+                "warning: checkpoint {} has no checksum (written before checksums); loaded unverified",
+                path.display()
+            ),
+        }
+        Ok(checkpoint)
+    }
+
+    /// Reads a checkpoint without verifying its checksum (which stays in the metadata).
+    pub fn load_unverified(path: &Path) -> Result<Self> {
         let buffer = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let parsed = SafeTensors::deserialize(&buffer)
             .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e:?}")))?;

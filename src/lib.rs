@@ -21,6 +21,7 @@ pub mod ebm;
 pub mod env;
 pub mod error;
 pub mod fork;
+pub mod io;
 pub mod irl;
 pub mod kernels;
 pub mod log;

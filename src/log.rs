@@ -9,6 +9,9 @@ use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
+use tensorboard_proto::summary::Summary;
+
 use crate::error::{Error, Result};
 
 /// One logged row: the global step, the training phase, and named scalars
@@ -16,8 +19,13 @@ use crate::error::{Error, Result};
 pub trait Logger {
     /// Records `scalars` at `step` in `phase`.
     fn log_scalars(&mut self, step: u64, phase: &str, scalars: &[(String, f64)]) -> Result<()>;
-    /// Makes everything logged so far durable.
+    /// Hands everything logged so far to the operating system.
     fn flush(&mut self) -> Result<()>;
+    /// Makes everything logged so far durable (fsync); the trainer calls it before each
+    /// checkpoint. Default: [`Logger::flush`].
+    fn sync(&mut self) -> Result<()> {
+        self.flush()
+    }
     /// Records a square RGB8 image (`size × size × 3`, row-major, interleaved) at `step`.
     /// Sinks that cannot show images ignore it.
     fn log_image(&mut self, _step: u64, _tag: &str, _rgb: &[u8], _size: usize) -> Result<()> {
@@ -50,6 +58,9 @@ impl Logger for MultiLogger {
     }
     fn flush(&mut self) -> Result<()> {
         self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.sync())
     }
     fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
         self.sinks
@@ -96,7 +107,20 @@ impl CsvLogger {
     /// Reopens an existing `metrics.csv` to continue a resumed run: rows with a step
     /// greater than `keep_up_to_step` (logged after the checkpoint being resumed from) are
     /// dropped, since the resumed run logs them again.
+    ///
+    /// A last row cut short (a crash or a full disk mid-write: no final newline) is
+    /// dropped with a warning; a bad row before it is an error.
     pub fn resume(path: &Path, keep_up_to_step: u64) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            let keep = text.rfind('\n').map_or(0, |i| i + 1);
+            eprintln!(
+                "warning: {}: dropped a last row cut short ({:?})",
+                path.display(),
+                &text[keep..text.len().min(keep + 60)]
+            );
+            crate::io::write_atomic(path, &text.as_bytes()[..keep])?;
+        }
         let (columns, mut rows) = read_metrics_csv(path)?;
         rows.retain(|r| r.step <= keep_up_to_step);
         let mut logger = Self {
@@ -131,15 +155,13 @@ impl CsvLogger {
     }
 
     fn rewrite(&mut self) -> Result<()> {
-        let temporary = self.path.with_extension("csv.tmp");
         let mut text = self.header();
         text.push('\n');
         for row in &self.rows {
             text.push_str(&self.format_row(row));
             text.push('\n');
         }
-        std::fs::write(&temporary, text).map_err(|e| Error::io(&temporary, e))?;
-        std::fs::rename(&temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        crate::io::write_atomic(&self.path, text.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(&self.path)
@@ -181,6 +203,14 @@ impl Logger for CsvLogger {
     fn flush(&mut self) -> Result<()> {
         if let Some(file) = self.file.as_mut() {
             file.flush().map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<()> {
+        if let Some(file) = self.file.as_mut() {
+            file.flush()
+                .and_then(|_| file.get_ref().sync_data())
+                .map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(())
     }
@@ -237,66 +267,127 @@ pub fn read_metrics_csv(path: &Path) -> Result<(Vec<String>, Vec<CsvRow>)> {
     Ok((columns, rows))
 }
 
-/// A TensorBoard event-file sink (`tensorboard-rs`). Tags are the scalar names.
+/// A TensorBoard event-file sink: `tensorboard-rs`'s record types (its `Summary`
+/// builders and the event protobufs), written by a synchronous writer in this thread, so
+/// that an I/O error (a full disk) is an error the training loop returns, never a panic
+/// in a writer thread. One event per row (all of its scalars), flushed per row; tags are
+/// the scalar names.
 pub struct TensorBoardLogger {
     dir: PathBuf,
-    writer: Option<tensorboard_rs::summary_writer::SummaryWriter>,
+    path: PathBuf,
+    file: BufWriter<File>,
 }
 
 impl TensorBoardLogger {
-    /// Opens a new event file in `dir`. The directory is checked for writability first,
-    /// because `tensorboard-rs` panics on I/O errors in its writer thread.
+    /// Starts a new event file in `dir` (created if needed).
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let probe = dir.join(".write-test");
-        std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
-        std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
-        // Event files are named by the second (and pid) they were created in: a second
-        // writer from this process within the same second would overwrite the first.
-        while event_file_exists_for_this_second(dir)? {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let writer = tensorboard_rs::summary_writer::SummaryWriter::new(dir);
-        Ok(Self {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().replace(['/', ' '], "_"))
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        let pid = std::process::id();
+        // The same second, host and pid can recur (two runs in one process): the last
+        // field tells their files apart, and `create_new` never overwrites one.
+        let mut k = 0;
+        let (path, file) = loop {
+            let name = format!("events.out.tfevents.{:010}.{host}.{pid}.{k}", now.as_secs());
+            let path = dir.join(name);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => k += 1,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        };
+        let mut logger = Self {
             dir: dir.to_path_buf(),
-            writer: Some(writer),
-        })
+            path,
+            file: BufWriter::new(file),
+        };
+        let mut version = Event::new();
+        version.set_file_version("brain.Event:2".to_string());
+        logger.write_event(version, None)?;
+        logger.flush()?;
+        Ok(logger)
+    }
+
+    /// Starts a new event file for a run resumed from a checkpoint at `step`: it begins
+    /// with a `SessionLog` START at `step + 1`, which tells TensorBoard to drop what the
+    /// earlier file logged after the checkpoint (the resumed run logs those steps again),
+    /// so that each step shows once.
+    pub fn resume(dir: &Path, step: u64) -> Result<Self> {
+        let mut logger = Self::create(dir)?;
+        let mut session = SessionLog::new();
+        session.set_status(SessionLog_SessionStatus::START);
+        session.set_msg(format!("resumed from the checkpoint at step {step}"));
+        let mut event = Event::new();
+        event.set_session_log(session);
+        logger.write_event(event, Some(step + 1))?;
+        logger.flush()?;
+        Ok(logger)
     }
 
     /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
 
-fn event_file_exists_for_this_second(dir: &Path) -> Result<bool> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let prefix = format!("events.out.tfevents.{now:010}.");
-    let suffix = format!(".{}.0", std::process::id());
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    Ok(entries.flatten().any(|entry| {
-        let name = entry.file_name().to_string_lossy().to_string();
-        name.starts_with(&prefix) && name.ends_with(&suffix)
-    }))
+    /// The event file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_event(&mut self, mut event: Event, step: Option<u64>) -> Result<()> {
+        use protobuf::Message;
+        let wall_time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        event.set_wall_time(wall_time);
+        if let Some(step) = step {
+            event.set_step(step as i64);
+        }
+        let payload = event.write_to_bytes().map_err(|e| Error::Log {
+            path: self.path.clone(),
+            message: format!("encoding an event: {e}"),
+        })?;
+        let length = (payload.len() as u64).to_le_bytes();
+        let mut record = Vec::with_capacity(payload.len() + 16);
+        record.extend_from_slice(&length);
+        record.extend_from_slice(&masked_crc32c(&length).to_le_bytes());
+        record.extend_from_slice(&payload);
+        record.extend_from_slice(&masked_crc32c(&payload).to_le_bytes());
+        self.file
+            .write_all(&record)
+            .map_err(|e| Error::io(&self.path, e))
+    }
 }
 
 impl Logger for TensorBoardLogger {
     fn log_scalars(&mut self, step: u64, _phase: &str, scalars: &[(String, f64)]) -> Result<()> {
-        if let Some(writer) = self.writer.as_mut() {
-            for (name, value) in scalars {
-                writer.add_scalar(name, *value as f32, step as usize);
-            }
+        let mut summary = Summary::new();
+        for (name, value) in scalars {
+            let one = tensorboard_rs::summary::scalar(name, *value as f32);
+            summary.mut_value().extend(one.get_value().iter().cloned());
         }
-        Ok(())
+        let mut event = Event::new();
+        event.set_summary(summary);
+        self.write_event(event, Some(step))?;
+        self.flush()
     }
     fn flush(&mut self) -> Result<()> {
-        if let Some(writer) = self.writer.as_mut() {
-            writer.flush();
-        }
-        Ok(())
+        self.file.flush().map_err(|e| Error::io(&self.path, e))
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|e| Error::io(&self.path, e))
     }
     fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
         // tensorboard-rs panics on a length mismatch (and reads width and height in an
@@ -310,19 +401,10 @@ impl Logger for TensorBoardLogger {
                 ),
             });
         }
-        if let Some(writer) = self.writer.as_mut() {
-            writer.add_image(tag, rgb, &[3, size, size], step as usize);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TensorBoardLogger {
-    fn drop(&mut self) {
-        // Dropping the writer joins its thread, which writes out every queued event.
-        if let Some(mut writer) = self.writer.take() {
-            writer.flush();
-        }
+        let mut event = Event::new();
+        event.set_summary(tensorboard_rs::summary::image(tag, rgb, &[3, size, size]));
+        self.write_event(event, Some(step))?;
+        self.flush()
     }
 }
 
@@ -342,9 +424,28 @@ fn masked_crc32c(data: &[u8]) -> u32 {
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
-/// Reads every scalar in a TensorBoard event file, checking each record's framing: the
-/// 8-byte length, its masked CRC-32C, the payload, and the payload's masked CRC-32C.
+/// Reads every scalar in a TensorBoard event file (see [`read_tensorboard_events`]).
 pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<TensorBoardScalar>> {
+    let mut scalars = Vec::new();
+    for event in read_tensorboard_events(path)? {
+        if event.has_summary() {
+            for value in event.get_summary().get_value() {
+                if value.has_simple_value() {
+                    scalars.push(TensorBoardScalar {
+                        tag: value.get_tag().to_string(),
+                        step: event.get_step(),
+                        value: value.get_simple_value(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(scalars)
+}
+
+/// Reads every event of a TensorBoard event file, checking each record's framing: the
+/// 8-byte length, its masked CRC-32C, the payload, and the payload's masked CRC-32C.
+pub fn read_tensorboard_events(path: &Path) -> Result<Vec<Event>> {
     use protobuf::Message;
     let mut bytes = Vec::new();
     File::open(path)
@@ -354,7 +455,7 @@ pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<TensorBoardScalar>> {
         path: path.to_path_buf(),
         message: format!("record at byte {offset}: {what}"),
     };
-    let mut scalars = Vec::new();
+    let mut events = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
         if bytes.len() - offset < 12 {
@@ -370,7 +471,7 @@ pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<TensorBoardScalar>> {
             return Err(corrupt(offset, "length CRC mismatch"));
         }
         let start = offset + 12;
-        if bytes.len() < start + length + 4 {
+        if length > bytes.len() || bytes.len() < start + length + 4 {
             return Err(corrupt(offset, "truncated payload"));
         }
         let payload = &bytes[start..start + length];
@@ -378,20 +479,12 @@ pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<TensorBoardScalar>> {
         if u32::from_le_bytes(crc) != masked_crc32c(payload) {
             return Err(corrupt(offset, "payload CRC mismatch"));
         }
-        let event = tensorboard_proto::event::Event::parse_from_bytes(payload)
+        let event = Event::parse_from_bytes(payload)
             .map_err(|e| corrupt(offset, &format!("not an Event: {e}")))?;
-        if event.has_summary() {
-            for value in event.get_summary().get_value() {
-                scalars.push(TensorBoardScalar {
-                    tag: value.get_tag().to_string(),
-                    step: event.get_step(),
-                    value: value.get_simple_value(),
-                });
-            }
-        }
+        events.push(event);
         offset = start + length + 4;
     }
-    Ok(scalars)
+    Ok(events)
 }
 
 /// Progress of a long loop: an `indicatif` bar on a terminal (iteration, loss, it/s);

@@ -67,3 +67,90 @@ fn shape_mismatch_missing_tensor_and_garbage_files_are_errors() {
     assert!(Checkpoint::load(&garbage).is_err());
     assert!(Checkpoint::load(&dir.path().join("absent.safetensors")).is_err());
 }
+
+fn small_checkpoint() -> Checkpoint {
+    let dev = Cpu::default();
+    let mlp = Mlp::new(&dev, 3, 8, 2, 1, Activation::Silu, &mut seeded(1, 0));
+    let mut c = Checkpoint::new();
+    c.put_model("net", &mlp);
+    c.metadata.insert("iteration".into(), "12".into());
+    c
+}
+
+#[test]
+fn every_flipped_byte_of_tensor_data_or_metadata_is_caught_by_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.safetensors");
+    let c = small_checkpoint();
+    c.save(&path).unwrap();
+    let loaded = Checkpoint::load(&path).unwrap();
+    assert_eq!(
+        loaded, c,
+        "the checksum key is not part of the loaded metadata"
+    );
+    let good = std::fs::read(&path).unwrap();
+    let header = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    // Every byte of the tensor data, and the metadata's value of `iteration`.
+    let mut flipped = 0;
+    let iteration_at = good
+        .windows(4)
+        .position(|w| w == b"\"12\"")
+        .expect("metadata in the header")
+        + 1;
+    for at in (8 + header..good.len()).chain([iteration_at]) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "byte {at}: {err}");
+        flipped += 1;
+    }
+    assert!(flipped > 100);
+}
+
+#[test]
+fn a_checkpoint_without_a_checksum_loads_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.safetensors");
+    let c = small_checkpoint();
+    c.save(&path).unwrap();
+    // What a build before checksums wrote: the same file without the key.
+    let mut old = Checkpoint::load_unverified(&path).unwrap();
+    assert!(old
+        .metadata
+        .remove(denoise_gym::checkpoint::CHECKSUM_KEY)
+        .is_some());
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = old
+        .tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, raw, shape)| {
+            (
+                n.clone(),
+                ::safetensors::tensor::TensorView::new(
+                    ::safetensors::tensor::Dtype::F32,
+                    shape.clone(),
+                    raw,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let meta: std::collections::HashMap<String, String> =
+        old.metadata.clone().into_iter().collect();
+    std::fs::write(
+        &path,
+        ::safetensors::tensor::serialize(views, &Some(meta)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap(), c);
+}

@@ -7,7 +7,9 @@ use std::path::Path;
 use denoise_gym::agent::Stats;
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{Error, Result};
-use denoise_gym::log::{read_metrics_csv, read_tensorboard_scalars, CsvRow};
+use denoise_gym::log::{
+    read_metrics_csv, read_tensorboard_events, read_tensorboard_scalars, CsvRow,
+};
 use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::sampler::Sampler;
 use denoise_gym::train::{Cadence, Phase, PhaseEnd, Trainer, TrainerOptions};
@@ -44,7 +46,7 @@ fn a_user_agent_trains_dsm_then_gcd_and_resumes_to_the_same_numbers() {
     let pieces = tmp.path().join("pieces");
     assert!(!train(&pieces, &TINY, Some(130)).unwrap());
     assert!(!pieces.join("summary.json").exists());
-    assert!(!train(&pieces, &TINY, Some(90)).unwrap());
+    assert!(!train(&pieces, &TINY, Some(120)).unwrap());
     assert!(train(&pieces, &TINY, None).unwrap());
 
     let (a, b) = (rows_without_time(&whole), rows_without_time(&pieces));
@@ -83,6 +85,28 @@ fn a_user_agent_trains_dsm_then_gcd_and_resumes_to_the_same_numbers() {
     };
     assert_eq!(events(&whole).len(), 1);
     assert_eq!(events(&pieces).len(), 3);
+    // Each resumed file opens with a SessionLog START just after its checkpoint's step,
+    // which makes TensorBoard drop what the earlier file logged past the checkpoint.
+    let starts: Vec<i64> = events(&pieces)[1..]
+        .iter()
+        .map(|f| {
+            let first = read_tensorboard_events(f).unwrap();
+            let start = first
+                .iter()
+                .find(|e| e.has_session_log())
+                .expect("a session log in a resumed file");
+            assert_eq!(
+                start.get_session_log().get_status(),
+                tensorboard_proto::event::SessionLog_SessionStatus::START
+            );
+            start.get_step()
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        vec![101, 201],
+        "checkpoints at step 100 and at the hand-over, 200"
+    );
     let scalars = read_tensorboard_scalars(&events(&whole)[0]).unwrap();
     let losses: Vec<(u64, f64)> = scalars
         .iter()

@@ -527,8 +527,7 @@ pub fn sampler_from_run<D: Backend>(
 pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolicy<D>> {
     let run = RunDir::new(run_dir);
     let config = load_run_config(&run)?;
-    let checkpoint = run.load_last_checkpoint()?;
-    let path = run.last_checkpoint();
+    let (checkpoint, path) = run.load_latest_checkpoint()?;
     let dim: usize = checkpoint.meta_parse(&path, "dim")?;
     let mut policy = build_policy(dev, &config, dim)?;
     let prefix = checkpoint
@@ -553,8 +552,7 @@ pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolic
 pub fn load_ddaebm<D: Backend>(dev: &D, run_dir: &Path) -> Result<DdaebmPhase<D>> {
     let run = RunDir::new(run_dir);
     let config = load_run_config(&run)?;
-    let checkpoint = run.load_last_checkpoint()?;
-    let path = run.last_checkpoint();
+    let (checkpoint, path) = run.load_latest_checkpoint()?;
     let dim: usize = checkpoint.meta_parse(&path, "dim")?;
     // Loaded to sample or score, never stepped: it draws no data.
     let no_data: Box<ExpertSampler<'static, D>> = {
@@ -590,8 +588,7 @@ pub fn load_energy_model<D: Backend>(dev: &D, run_dir: &Path) -> Result<EnergyMo
     if config.run.method == denoise_gym_agents::ddaebm::PHASE {
         return Ok(load_ddaebm(dev, run_dir)?.energy_model());
     }
-    let checkpoint = run.load_last_checkpoint()?;
-    let path = run.last_checkpoint();
+    let (checkpoint, path) = run.load_latest_checkpoint()?;
     let kind = checkpoint.metadata.get("reward_kind").map(String::as_str);
     if kind != Some("ebm") {
         bail!(
@@ -605,4 +602,15 @@ pub fn load_energy_model<D: Backend>(dev: &D, run_dir: &Path) -> Result<EnergyMo
     let mut reward = EbmReward::new(model, ContrastiveConfig::default())?;
     reward.load(&checkpoint, &path, "reward")?;
     Ok(reward.model)
+}
+
+/// Warns on stderr when a run has not finished (no `summary.json`): its weights are those
+/// of a checkpoint mid-run.
+pub fn warn_if_unfinished(run: &RunDir) {
+    if !run.summary().exists() {
+        eprintln!(
+            "warning: run {} has not finished (no summary.json): these are the weights of its latest checkpoint, mid-run",
+            run.root.display()
+        );
+    }
 }

@@ -566,6 +566,80 @@ impl TrainConfig {
         if self.eval.n_samples < 2 {
             return Err(Error::config(at("eval.n_samples"), "must be at least 2"));
         }
+        self.validate_common_ranges(&at)
+    }
+
+    /// The same rule for the same kind of value in every section it appears in: clips and
+    /// gradient clips are finite and ≥ 0 (0 = off), learning rates finite and > 0, sizes
+    /// at least 1; and what the end of a run needs (the EBM's temperature fit) is checked
+    /// before the run starts, not after it.
+    fn validate_common_ranges(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
+        let finetunes = self.finetune.iterations > 0;
+        let ebm = self.run.method == "ddaebm" || (finetunes && self.finetune.reward == "ebm");
+        let mut clips = vec![("pretrain.grad_clip", self.pretrain.grad_clip)];
+        let mut rates = vec![];
+        let mut sizes = vec![("eval.swd_directions", self.eval.swd_directions)];
+        if finetunes {
+            let a = &self.agent;
+            clips.extend([
+                ("agent.grad_clip", a.grad_clip),
+                ("agent.clip_advantages", a.clip_advantages),
+            ]);
+            rates.extend([
+                ("agent.lr", a.lr),
+                ("agent.lr_log_sigma", a.lr_log_sigma),
+                ("agent.value_lr", a.value_lr),
+                ("agent.velocity_scale_value", a.velocity_scale_value),
+            ]);
+            sizes.extend([
+                ("agent.value_hidden", a.value_hidden),
+                ("agent.value_depth", a.value_depth),
+                ("agent.value_time_embed_dim", a.value_time_embed_dim),
+                ("agent.value_steps", a.value_steps),
+            ]);
+        }
+        if ebm && self.run.method != "ddaebm" {
+            let r = &self.reward;
+            clips.push(("reward.grad_clip", r.grad_clip));
+            rates.push(("reward.lr", r.lr));
+            sizes.extend([("reward.hidden", r.hidden), ("reward.depth", r.depth)]);
+        }
+        if ebm && self.reward.fit_temperature {
+            // T_E is fitted on this grid with these held-out points after training.
+            sizes.extend([
+                ("reward.grid_size", self.reward.grid_size.saturating_sub(1)),
+                ("reward.held_out", self.reward.held_out),
+            ]);
+            let b = self.reward.grid_half_width;
+            if !(b.is_finite() && b > 0.0) {
+                return Err(Error::config(
+                    at("reward.grid_half_width"),
+                    "must be a finite number > 0",
+                ));
+            }
+        }
+        for (key, value) in clips {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(Error::config(
+                    at(key),
+                    format!("must be a finite number >= 0 (0 = off), got {value}"),
+                ));
+            }
+        }
+        for (key, value) in rates {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Error::config(
+                    at(key),
+                    format!("must be a finite number > 0, got {value}"),
+                ));
+            }
+        }
+        for (key, value) in sizes {
+            if value == 0 {
+                let least = if key == "reward.grid_size" { 2 } else { 1 };
+                return Err(Error::config(at(key), format!("must be at least {least}")));
+            }
+        }
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -193,7 +195,23 @@ enum Command {
     },
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// SIGTERM (Slurm preemption, `kill`) and SIGINT (Ctrl-C) raise the returned flag, and
+/// the signal's number is kept in the second value: the trainer checkpoints and stops
+/// between two iterations. A second SIGINT ends the process at once.
+fn interrupt_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for signal in [SIGTERM, SIGINT] {
+        // Registered first, so that it sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())?;
+        signal_hook::flag::register_usize(signal, which.clone(), signal as usize)?;
+        signal_hook::flag::register(signal, flag.clone())?;
+    }
+    Ok((flag, which))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
     let device = Device::default();
     match cli.command {
         Command::Train {
@@ -203,7 +221,11 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             stop_after,
         } => {
-            let options = TrainOptions { stop_after };
+            let (interrupt, signal) = interrupt_on_signals()?;
+            let options = TrainOptions {
+                stop_after,
+                interrupt: Some(interrupt),
+            };
             let outcome = if let Some(run_dir) = resume {
                 train_resume(&device, &run_dir, &options)?
             } else {
@@ -216,6 +238,17 @@ fn run(cli: Cli) -> Result<()> {
                 let out = out.unwrap_or_else(|| default_run_dir(Some(&config_path)));
                 train_new(&device, resolved, &out, &options)?
             };
+            if let Some(step) = outcome.interrupted_at {
+                let code = signal.load(Ordering::SeqCst);
+                println!(
+                    "interrupted (signal {code}): checkpoint at step {step} in {}; continue with `dgym train --resume {}`",
+                    outcome.run_dir.display(),
+                    outcome.run_dir.display()
+                );
+                // 128 + the signal, as a shell reports a process the signal ended: a
+                // scheduler (a sweep, Slurm) sees that the run did not finish.
+                return Ok(ExitCode::from((128 + code.min(127)) as u8));
+            }
             let state = if outcome.finished {
                 "finished"
             } else {
@@ -311,7 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                     script.display(),
                     script.display()
                 );
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             let report = sweep::run_sweep(&sweep, &options, &runner)?;
             if !report.failed.is_empty() {
@@ -390,19 +423,21 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Config { config, overrides } => {
-            let resolved = TrainConfig::load(config.as_deref(), &overrides)?;
             print!(
                 "{}",
-                denoise_gym::config::render_documented(&resolved, &TrainConfig::section_docs())?
+                denoise_gym_experiments::commands::config::render_config(
+                    config.as_deref(),
+                    &overrides
+                )?
             );
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

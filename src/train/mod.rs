@@ -55,9 +55,11 @@
 mod run_dir;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-pub use run_dir::{default_run_dir, RunDir};
+pub use run_dir::{default_run_dir, RunDir, RunLock};
 
 use crate::agent::Stats;
 use crate::checkpoint::Checkpoint;
@@ -155,6 +157,9 @@ pub struct TrainerOptions {
     /// Log NaN and infinite scalars instead of stopping the phase (the guard is on by
     /// default: a run that diverged should stop while its last checkpoint is good).
     pub allow_non_finite: bool,
+    /// When this flag turns true (a SIGTERM or SIGINT handler sets it), the phase stops
+    /// between two iterations with a checkpoint of where it is, as [`PhaseEnd::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// How [`Trainer::run`] ended.
@@ -167,14 +172,22 @@ pub enum PhaseEnd {
         /// Iterations run by this invocation.
         iterations: u64,
     },
-    /// The [`TrainerOptions::stop_after`] budget ran out.
+    /// The [`TrainerOptions::stop_after`] budget ran out (no checkpoint written, as if
+    /// the process had been killed).
     Stopped,
+    /// [`TrainerOptions::interrupt`] was raised: the phase stopped between two
+    /// iterations and checkpointed its state at `step`.
+    Interrupted {
+        /// The global step of the checkpoint.
+        step: u64,
+    },
 }
 
 impl PhaseEnd {
-    /// Whether the budget ran out (the caller should return without finishing the run).
+    /// Whether the phase did not finish (the caller should return without finishing the
+    /// run; a later resume continues it).
     pub fn stopped(&self) -> bool {
-        matches!(self, PhaseEnd::Stopped)
+        !matches!(self, PhaseEnd::Finished { .. })
     }
 }
 
@@ -197,6 +210,7 @@ const HEADLINES: &[&str] = &["dsm/loss", "reward/return_mean", "ddaebm/D_gap"];
 /// Owns a run directory and drives [`Phase`]s through it (see the module docs).
 pub struct Trainer<D: Backend> {
     run: RunDir,
+    _lock: RunLock,
     logger: MultiLogger,
     budget: Option<u64>,
     options: TrainerOptions,
@@ -206,8 +220,9 @@ pub struct Trainer<D: Backend> {
 
 impl<D: Backend> Trainer<D> {
     /// Starts a new run in `dir`: refuses a directory that exists and is not empty, then
-    /// writes `config_toml` as `config.toml`, starts `run.json` (with `seed`),
-    /// `metrics.csv` and a TensorBoard event file.
+    /// takes the directory's lock ([`RunDir::lock`]) and writes `config_toml` as
+    /// `config.toml`, starts `run.json` (with `seed`), `metrics.csv` and a TensorBoard
+    /// event file.
     pub fn create(
         dir: &Path,
         config_toml: &str,
@@ -217,19 +232,26 @@ impl<D: Backend> Trainer<D> {
         let run = RunDir::new(dir);
         run.check_vacant()?;
         std::fs::create_dir_all(run.checkpoints()).map_err(|e| Error::io(run.checkpoints(), e))?;
-        std::fs::write(run.config(), config_toml).map_err(|e| Error::io(run.config(), e))?;
+        let lock = run.lock()?;
+        crate::io::write_atomic(&run.config(), config_toml.as_bytes())?;
         run.record_invocation(seed, None)?;
         let csv = CsvLogger::create(&run.metrics())?;
-        Self::open(run, csv, options, None)
+        let events = TensorBoardLogger::create(&run.root)?;
+        Self::open(run, lock, csv, events, options, None)
     }
 
     /// Reopens an interrupted run in `dir` at its last checkpoint: refuses a finished run
     /// (one with `summary.json`), drops the rows of `metrics.csv` logged after the
     /// checkpoint, and records this invocation in `run.json`. Load the checkpoint into its
     /// phase with [`Trainer::restore`].
+    ///
+    /// The checkpoint is the newest one that verifies ([`RunDir::load_latest_checkpoint`]:
+    /// `last.safetensors`, or the newest intact numbered one). The directory's lock is
+    /// taken first: a second process on the same run gets an error.
     pub fn resume(dir: &Path, seed: u64, options: TrainerOptions) -> Result<Self> {
         let run = RunDir::new(dir);
         run.read_config_text()?;
+        let lock = run.lock()?;
         if run.summary().exists() {
             return Err(Error::InvalidArgument(format!(
                 "run {} already finished ({} exists); nothing to resume",
@@ -237,12 +259,12 @@ impl<D: Backend> Trainer<D> {
                 run.summary().display()
             )));
         }
-        let checkpoint = run.load_last_checkpoint()?;
-        let path = run.last_checkpoint();
+        let (checkpoint, path) = run.load_latest_checkpoint()?;
         let phase = checkpoint.meta(&path, "phase")?.to_string();
         let step: u64 = checkpoint.meta_parse(&path, "iteration")?;
         run.record_invocation(seed, Some(step))?;
         let csv = CsvLogger::resume(&run.metrics(), step)?;
+        let events = TensorBoardLogger::resume(&run.root, step)?;
         let resumed = Resumed {
             checkpoint,
             path,
@@ -250,20 +272,23 @@ impl<D: Backend> Trainer<D> {
             step,
             restored: false,
         };
-        Self::open(run, csv, options, Some(resumed))
+        Self::open(run, lock, csv, events, options, Some(resumed))
     }
 
     fn open(
         run: RunDir,
+        lock: RunLock,
         csv: CsvLogger,
+        events: TensorBoardLogger,
         options: TrainerOptions,
         resumed: Option<Resumed>,
     ) -> Result<Self> {
         let mut logger = MultiLogger::new();
         logger.push(Box::new(csv));
-        logger.push(Box::new(TensorBoardLogger::create(&run.root)?));
+        logger.push(Box::new(events));
         Ok(Self {
             run,
+            _lock: lock,
             logger,
             budget: options.stop_after,
             options,
@@ -312,8 +337,10 @@ impl<D: Backend> Trainer<D> {
 
     /// Writes `phase`'s state as `last.safetensors` (and first as a numbered checkpoint
     /// when `numbered`), with the `phase` and `iteration` metadata and whatever the
-    /// callbacks add.
+    /// callbacks add. The logs are made durable first, so that every row up to the
+    /// checkpoint survives a crash.
     pub fn save_checkpoint(&mut self, phase: &dyn Phase<D>, numbered: bool) -> Result<()> {
+        self.logger.sync()?;
         let step = phase.global_step();
         let mut checkpoint = phase.save()?;
         checkpoint
@@ -336,6 +363,13 @@ impl<D: Backend> Trainer<D> {
         let mut progress = Progress::new(phase.name(), cadence.total, first, self.options.quiet);
         let started = Instant::now();
         while phase.iterations_done() < cadence.total {
+            if self.interrupted() {
+                self.save_checkpoint(phase, false)?;
+                progress.finish();
+                return Ok(PhaseEnd::Interrupted {
+                    step: phase.global_step(),
+                });
+            }
             if self.budget == Some(0) {
                 self.logger.flush()?;
                 return Ok(PhaseEnd::Stopped);
@@ -393,6 +427,13 @@ impl<D: Backend> Trainer<D> {
         })
     }
 
+    fn interrupted(&self) -> bool {
+        self.options
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    }
+
     /// The non-finite guard: the first NaN or infinite scalar of a step, as an error.
     fn non_finite(&self, phase: &dyn Phase<D>, scalars: &Stats) -> Option<Error> {
         if self.options.allow_non_finite {
@@ -438,15 +479,13 @@ impl<D: Backend> Trainer<D> {
         }
     }
 
-    /// Flushes every log and writes `summary.json`, last: its presence marks the run as
-    /// finished.
+    /// Makes every log durable and writes `summary.json`, last: its presence marks the
+    /// run as finished.
     pub fn finish(mut self, summary: serde_json::Value) -> Result<PathBuf> {
-        self.logger.flush()?;
-        drop(self.logger);
-        let path = self.run.summary();
+        self.logger.sync()?;
         let text = serde_json::to_string_pretty(&summary)
             .map_err(|e| Error::InvalidArgument(format!("summary.json: {e}")))?;
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-        Ok(self.run.root)
+        crate::io::write_atomic(&self.run.summary(), text.as_bytes())?;
+        Ok(self.run.root.clone())
     }
 }

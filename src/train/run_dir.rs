@@ -83,20 +83,90 @@ impl RunDir {
         std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
     }
 
-    /// Reads the last checkpoint, with an error that says what is missing.
-    pub fn load_last_checkpoint(&self) -> Result<Checkpoint> {
-        let path = self.last_checkpoint();
-        if !path.exists() {
-            return Err(Error::checkpoint(
-                &path,
+    /// The numbered checkpoints, newest first.
+    pub fn numbered_checkpoints(&self) -> Vec<(u64, PathBuf)> {
+        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(self.checkpoints())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let step = name
+                    .strip_prefix("step_")?
+                    .strip_suffix(".safetensors")?
+                    .parse()
+                    .ok()?;
+                Some((step, entry.path()))
+            })
+            .collect();
+        found.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
+        found
+    }
+
+    /// Reads the newest verified checkpoint: `last.safetensors`, or when that is missing
+    /// or damaged the newest intact `step_NNNNNNN.safetensors`, with a warning on stderr
+    /// naming both. Returns the checkpoint and its file.
+    pub fn load_latest_checkpoint(&self) -> Result<(Checkpoint, PathBuf)> {
+        let last = self.last_checkpoint();
+        let error = if last.exists() {
+            match Checkpoint::load(&last) {
+                Ok(checkpoint) => return Ok((checkpoint, last)),
+                Err(error) => error,
+            }
+        } else {
+            Error::checkpoint(
+                &last,
                 format!(
                     "run directory {} has no checkpoint ({} is missing)",
                     self.root.display(),
-                    path.display()
+                    last.display()
                 ),
-            ));
+            )
+        };
+        for (_, path) in self.numbered_checkpoints() {
+            if let Ok(checkpoint) = Checkpoint::load(&path) {
+                eprintln!(
+                    "warning: {error}; using {}, the newest intact checkpoint",
+                    path.display()
+                );
+                return Ok((checkpoint, path));
+            }
         }
-        Checkpoint::load(&path)
+        Err(error)
+    }
+
+    /// Takes the run directory's lock (`run.lock`, an OS file lock, so a killed process
+    /// releases it): one writer at a time. A second writer gets an error naming the
+    /// holder's PID. Held until the returned guard is dropped.
+    pub fn lock(&self) -> Result<RunLock> {
+        let path = self.root.join("run.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(Error::InvalidArgument(format!(
+                    "run directory {} is in use by another process (pid {}, {})",
+                    self.root.display(),
+                    if holder.is_empty() { "unknown" } else { holder },
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        use std::io::Write;
+        file.set_len(0)
+            .and_then(|_| write!(file, "{}", std::process::id()))
+            .and_then(|_| file.flush())
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(RunLock { _file: file })
     }
 
     /// Writes `checkpoint` as `last.safetensors`, and first as `step_NNNNNNN.safetensors`
@@ -126,14 +196,26 @@ impl RunDir {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
         let path = self.run_json();
-        let mut invocations = match std::fs::read_to_string(&path) {
+        let earlier = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v.get("invocations").cloned())
                 .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+                .ok_or(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(_) => Err(()),
         };
+        let mut invocations = earlier.unwrap_or_else(|()| {
+            // Kept beside the new file rather than overwritten: it is the run's history.
+            let kept = self.root.join("run.json.damaged");
+            let _ = std::fs::rename(&path, &kept);
+            eprintln!(
+                "warning: {} was unreadable; kept as {} and started anew",
+                path.display(),
+                kept.display()
+            );
+            Vec::new()
+        });
         invocations.push(json!({
             "command_line": std::env::args().collect::<Vec<_>>(),
             "start_time_unix": started,
@@ -149,8 +231,14 @@ impl RunDir {
         });
         let text = serde_json::to_string_pretty(&value)
             .map_err(|e| Error::InvalidArgument(format!("run.json: {e}")))?;
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+        crate::io::write_atomic(&path, text.as_bytes())
     }
+}
+
+/// The lock of a run directory ([`RunDir::lock`]), released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
 }
 
 /// Picks `runs/<stem>`, or `runs/<stem>-2`, ... when taken.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use denoise_gym::rng::Stream;
 use denoise_gym::tensor::Backend;
 use denoise_gym::train::RunDir;
@@ -23,7 +23,8 @@ pub fn evaluate_run<D: Backend>(
     let started = Instant::now();
     let run = RunDir::new(run_dir);
     let config = load_run_config(&run)?;
-    let checkpoint = run.load_last_checkpoint()?;
+    let (checkpoint, _) = run.load_latest_checkpoint()?;
+    crate::build::warn_if_unfinished(&run);
     let dataset = build_dataset(&config.data)?;
     let sampler = load_any_sampler(dev, run_dir)?;
     let n = n.unwrap_or(config.eval.n_samples);
@@ -113,7 +114,6 @@ pub fn evaluate_run<D: Backend>(
     json["figures"] = serde_json::json!(figures);
     json["run"] = serde_json::json!(run_dir.display().to_string());
     let path = run.root.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    denoise_gym::io::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(path)
 }

@@ -77,8 +77,7 @@ pub fn grad_variance<D: Backend>(
     }
     let run = RunDir::new(run_dir);
     let config = load_run_config(&run)?;
-    let checkpoint = run.load_last_checkpoint()?;
-    let path = run.last_checkpoint();
+    let (checkpoint, path) = run.load_latest_checkpoint()?;
     if checkpoint.metadata.get("phase").map(String::as_str) != Some("finetune") {
         bail!(
             "run {} has not fine-tuned: grad-variance needs a run with finetune.iterations > 0 and an EBM reward",

@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod bench;
 pub mod compare;
+pub mod config;
 pub mod energy;
 pub mod eval;
 pub mod grad_variance;

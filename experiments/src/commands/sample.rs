@@ -20,6 +20,7 @@ pub fn write_samples<D: Backend>(
         bail!("--n must be at least 1");
     }
     let policy = load_any_sampler(dev, run_dir)?;
+    crate::build::warn_if_unfinished(&denoise_gym::train::RunDir::new(run_dir));
     let mut rng = Stream::Eval.rng(seed);
     let samples = policy.sample(n, &mut rng).as_vec();
     let dim = policy.dim();

@@ -4,6 +4,7 @@
 //! trainer's callbacks.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -32,6 +33,8 @@ pub struct TrainOptions {
     /// checkpoint or summary, exactly as if the process had been killed (to exercise
     /// `--resume`).
     pub stop_after: Option<u64>,
+    /// Raised by a SIGTERM or SIGINT handler: checkpoint and stop between iterations.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished (or deliberately stopped) invocation reports.
@@ -41,6 +44,21 @@ pub struct TrainOutcome {
     pub run_dir: PathBuf,
     /// Whether `summary.json` was written.
     pub finished: bool,
+    /// The step of the checkpoint written when [`TrainOptions::interrupt`] stopped it.
+    pub interrupted_at: Option<u64>,
+}
+
+impl TrainOutcome {
+    fn unfinished(run_dir: &Path, end: PhaseEnd) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            finished: false,
+            interrupted_at: match end {
+                PhaseEnd::Interrupted { step } => Some(step),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The checkpoint metadata key of the fine-tuning start's metrics.
@@ -100,6 +118,7 @@ fn trainer_options(config: &TrainConfig, options: &TrainOptions) -> TrainerOptio
         quiet: config.run.quiet,
         eval_every: config.eval.eval_every,
         allow_non_finite: false,
+        interrupt: options.interrupt.clone(),
     }
 }
 
@@ -122,7 +141,15 @@ pub fn train_new<D: Backend>(
             data_batches(dev, &dataset),
         )?)
     } else if config.finetune.init_from.is_empty() {
-        Start::Pretrain(dsm_phase(dev, &config, &dataset)?)
+        let dsm = dsm_phase(dev, &config, &dataset)?;
+        if config.finetune.iterations > 0 {
+            // Fine-tuning's components are built now, on an untrained policy, and
+            // dropped: a bad agent, reward or baseline setting fails before pretraining,
+            // not after it (each component draws from its own RNG stream, so this moves
+            // no number).
+            finetune_phase(dev, &config, &dataset, dsm.sampler(), 0)?;
+        }
+        Start::Pretrain(dsm)
     } else {
         if config.finetune.iterations == 0 {
             bail!("key finetune.init_from: starting from another run only makes sense with finetune.iterations > 0");
@@ -193,10 +220,7 @@ fn run_phases<D: Backend>(
         dataset: dataset.clone(),
         config: config.clone(),
     }));
-    let stopped = TrainOutcome {
-        run_dir: trainer.run_dir().root.clone(),
-        finished: false,
-    };
+    let root = trainer.run_dir().root.clone();
     let mut summary = json!({});
     let (mut finetune, start_eval) = match start {
         Start::Ddaebm(phase) => return run_ddaebm(trainer, &config, &dataset, phase),
@@ -208,12 +232,13 @@ fn run_phases<D: Backend>(
             trainer.restore(&mut dsm)?;
             let p = &config.pretrain;
             let cadence = Cadence::new(p.iterations, p.log_every, p.checkpoint_every);
+            let end = trainer.run(&mut dsm, cadence)?;
             let PhaseEnd::Finished {
                 wall_time_s,
                 iterations,
-            } = trainer.run(&mut dsm, cadence)?
+            } = end
             else {
-                return Ok(stopped);
+                return Ok(TrainOutcome::unfinished(&root, end));
             };
             if !trainer.run_dir().last_checkpoint().exists() {
                 trainer.save_checkpoint(&dsm, false)?;
@@ -242,12 +267,13 @@ fn run_phases<D: Backend>(
     trainer.restore(&mut finetune)?;
     let f = &config.finetune;
     let cadence = Cadence::new(f.iterations, f.log_every, f.checkpoint_every);
+    let end = trainer.run(&mut finetune, cadence)?;
     let PhaseEnd::Finished {
         wall_time_s,
         iterations,
-    } = trainer.run(&mut finetune, cadence)?
+    } = end
     else {
-        return Ok(stopped);
+        return Ok(TrainOutcome::unfinished(&root, end));
     };
     let ebm = calibrate_finetune(&mut finetune, &dataset, &config)?;
     trainer.save_checkpoint(&finetune, false)?;
@@ -283,15 +309,13 @@ fn run_ddaebm<D: Backend>(
     trainer.restore(&mut phase)?;
     let g = &config.ddaebm;
     let cadence = Cadence::new(g.iterations, g.log_every, g.checkpoint_every);
+    let end = trainer.run(&mut phase, cadence)?;
     let PhaseEnd::Finished {
         wall_time_s,
         iterations,
-    } = trainer.run(&mut phase, cadence)?
+    } = end
     else {
-        return Ok(TrainOutcome {
-            run_dir: trainer.run_dir().root.clone(),
-            finished: false,
-        });
+        return Ok(TrainOutcome::unfinished(&trainer.run_dir().root, end));
     };
     let mut energy = phase.model.energy.energy_at_zero();
     let ebm = calibrate_energy(&mut energy, dataset, &config.reward, config.run.seed)?;
@@ -319,5 +343,6 @@ fn finish<D: Backend>(trainer: Trainer<D>, summary: serde_json::Value) -> Result
     Ok(TrainOutcome {
         run_dir: trainer.finish(summary)?,
         finished: true,
+        interrupted_at: None,
     })
 }

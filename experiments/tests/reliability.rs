@@ -1,0 +1,303 @@
+//! A run never computes with a damaged checkpoint, never has two writers, survives a torn
+//! log row and a SIGTERM, and fails on bad settings before it starts: each case resumed
+//! to the numbers of the straight run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{dgym, stderr, stdout};
+use denoise_gym::log::{read_metrics_csv, CsvRow};
+use tempfile::TempDir;
+
+fn base_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ddpm-8gaussians.toml")
+}
+
+/// A tiny GCD run: 60 DSM steps, 30 GCD iterations, checkpoints every 20 and 10.
+const TINY_GCD: &[&str] = &[
+    "pretrain.iterations=60",
+    "policy.hidden=16",
+    "policy.depth=1",
+    "eval.n_samples=200",
+    "eval.swd_directions=50",
+    "pretrain.log_every=5",
+    "pretrain.checkpoint_every=20",
+    "run.quiet=true",
+    "finetune.iterations=30",
+    "finetune.batch_size=32",
+    "finetune.log_every=5",
+    "finetune.checkpoint_every=10",
+    "reward.hidden=16",
+    "reward.depth=1",
+    "reward.grid_size=32",
+    "reward.held_out=200",
+    "agent.value_hidden=16",
+    "agent.value_depth=1",
+];
+
+fn train_args(out: &Path, sets: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "train".to_string(),
+        base_config().display().to_string(),
+        "--out".to_string(),
+        out.display().to_string(),
+    ];
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    args
+}
+
+fn resume(cwd: &Path, dir: &Path) -> std::process::Output {
+    dgym(cwd, &["train", "--resume", dir.to_str().unwrap()])
+}
+
+/// `metrics.csv` without its wall-clock columns.
+fn rows(dir: &Path) -> Vec<CsvRow> {
+    let (_, mut rows) = read_metrics_csv(&dir.join("metrics.csv")).unwrap();
+    for row in &mut rows {
+        row.values.retain(|k, _| !k.starts_with("time/"));
+    }
+    rows
+}
+
+fn straight_run(cwd: &Path, sets: &[&str]) -> PathBuf {
+    let dir = cwd.join("straight");
+    let o = dgym(cwd, &train_args(&dir, sets));
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir
+}
+
+/// Flips one byte in the tensor data of a safetensors file.
+fn flip_a_tensor_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = 8 + header + (bytes.len() - 8 - header) / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_checkpoint_is_refused_and_resume_falls_back_to_the_newest_intact_one() {
+    let tmp = TempDir::new().unwrap();
+    let straight = straight_run(tmp.path(), TINY_GCD);
+    let run = tmp.path().join("run");
+    let mut args = train_args(&run, TINY_GCD);
+    args.extend(["--stop-after".into(), "75".into()]);
+    assert!(dgym(tmp.path(), &args).status.success());
+    let last = run.join("checkpoints/last.safetensors");
+    flip_a_tensor_byte(&last);
+
+    // `sample` computes with the newest checkpoint that verifies, and says so.
+    let csv = tmp.path().join("samples.csv");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "sample",
+            run.to_str().unwrap(),
+            "--n",
+            "10",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("step_0000070.safetensors"),
+        "{err}"
+    );
+    assert!(err.contains("has not finished"), "{err}");
+
+    // The resume continues from step 70 (not the damaged 75) to the straight run's numbers.
+    let o = resume(tmp.path(), &run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("step_0000070.safetensors"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(rows(&straight), rows(&run));
+
+    // With every checkpoint damaged nothing is computed.
+    for entry in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        flip_a_tensor_byte(&entry.unwrap().path());
+    }
+    let o = dgym(
+        tmp.path(),
+        &[
+            "sample",
+            run.to_str().unwrap(),
+            "--n",
+            "10",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_torn_last_row_of_metrics_csv_is_dropped_and_the_resume_matches() {
+    let tmp = TempDir::new().unwrap();
+    let straight = straight_run(tmp.path(), TINY_GCD);
+    let run = tmp.path().join("run");
+    let mut args = train_args(&run, TINY_GCD);
+    args.extend(["--stop-after".into(), "73".into()]);
+    assert!(dgym(tmp.path(), &args).status.success());
+    // A row cut short by a crash or a full disk: no newline, too few cells.
+    let metrics = run.join("metrics.csv");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("74,finetune,0.12");
+    std::fs::write(&metrics, text).unwrap();
+    let o = resume(tmp.path(), &run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cut short"), "{}", stderr(&o));
+    assert_eq!(rows(&straight), rows(&run));
+}
+
+/// Waits until `path` exists with content (or panics after a minute).
+fn wait_for(path: &Path, what: &str) {
+    let started = Instant::now();
+    while !std::fs::read_to_string(path).is_ok_and(|t| t.lines().count() > 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A DSM run long enough to be signalled mid-way (thousands of steps of a tiny network).
+const LONG_DSM: &[&str] = &[
+    "pretrain.iterations=30000",
+    "policy.hidden=16",
+    "policy.depth=1",
+    "eval.n_samples=200",
+    "eval.swd_directions=50",
+    "eval.eval_every=0",
+    "pretrain.log_every=100",
+    "pretrain.checkpoint_every=5000",
+    "run.quiet=true",
+];
+
+#[test]
+fn a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_releases_the_run() {
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("run");
+    let mut sets = LONG_DSM.to_vec();
+    sets.push("pretrain.checkpoint_every=100");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_dgym"))
+        .args(train_args(&run, &sets))
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&run.join("metrics.csv"), "metrics.csv");
+    let o = resume(tmp.path(), &run);
+    let still_running = first.try_wait().unwrap().is_none();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        still_running,
+        "the first run ended before the second started"
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("in use by another process") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    // SIGKILL released the lock: a resume now runs (briefly, to keep the test short).
+    let o = dgym(
+        tmp.path(),
+        &[
+            "train",
+            "--resume",
+            run.to_str().unwrap(),
+            "--stop-after",
+            "10",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn sigterm_checkpoints_between_iterations_and_the_resume_matches_the_straight_run() {
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_dgym"))
+        .args(train_args(&run, LONG_DSM))
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&run.join("metrics.csv"), "metrics.csv");
+    // SAFETY: `kill` with a live child's pid and a valid signal number has no memory
+    // effects in this process.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
+    assert!(stdout(&o).contains("interrupted"), "{}", stdout(&o));
+    assert!(!run.join("summary.json").exists());
+    let o = resume(tmp.path(), &run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let straight = straight_run(tmp.path(), LONG_DSM);
+    assert_eq!(rows(&straight), rows(&run));
+}
+
+#[test]
+fn settings_that_only_fine_tuning_or_the_end_of_a_run_use_fail_before_any_work() {
+    let tmp = TempDir::new().unwrap();
+    for (set, key) in [
+        ("reward.hidden=0", "reward.hidden"),
+        ("agent.value_hidden=0", "agent.value_hidden"),
+        ("reward.held_out=0", "reward.held_out"),
+        ("agent.grad_clip=-1", "agent.grad_clip"),
+        ("pretrain.grad_clip=nan", "pretrain.grad_clip"),
+        ("agent.lr=0", "agent.lr"),
+        ("reward.lr=0", "reward.lr"),
+        ("agent.value_steps=0", "agent.value_steps"),
+        ("eval.swd_directions=0", "eval.swd_directions"),
+    ] {
+        let run = tmp.path().join("never");
+        let mut sets = TINY_GCD.to_vec();
+        sets.push(set);
+        let o = dgym(tmp.path(), &train_args(&run, &sets));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{set}: {err}");
+        assert!(
+            err.contains(key) && !err.contains("panicked"),
+            "{set}: {err}"
+        );
+        assert!(
+            !run.exists(),
+            "{set}: a failed start left {}",
+            run.display()
+        );
+    }
+}
+
+#[test]
+fn a_damaged_run_json_is_kept_aside_not_overwritten() {
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("run");
+    let mut args = train_args(&run, TINY_GCD);
+    args.extend(["--stop-after".into(), "30".into()]);
+    assert!(dgym(tmp.path(), &args).status.success());
+    std::fs::write(run.join("run.json"), "{ not json").unwrap();
+    let o = resume(tmp.path(), &run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(run.join("run.json.damaged")).unwrap(),
+        "{ not json"
+    );
+    assert!(stderr(&o).contains("run.json.damaged"), "{}", stderr(&o));
+}
