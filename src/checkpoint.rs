@@ -194,10 +194,29 @@ impl Checkpoint {
                     ));
                 }
             }
-            None => eprintln!(
-                "warning: checkpoint {} has no checksum (written before checksums); loaded unverified",
-                path.display()
-            ),
+            None => {
+                // A flipped bit in the key's name must not pass for a checkpoint written
+                // before checksums: a key a few bits away from it is a damaged one.
+                let near = checkpoint.metadata.keys().find(|key| {
+                    key.len() == CHECKSUM_KEY.len()
+                        && key
+                            .bytes()
+                            .zip(CHECKSUM_KEY.bytes())
+                            .map(|(a, b)| (a ^ b).count_ones())
+                            .sum::<u32>()
+                            <= 8
+                });
+                if let Some(key) = near {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!("the checksum's key reads {key:?}: the file is damaged"),
+                    ));
+                }
+                eprintln!(
+                    "warning: checkpoint {} has no checksum (written before checksums); loaded unverified",
+                    path.display()
+                );
+            }
         }
         Ok(checkpoint)
     }

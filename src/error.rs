@@ -75,11 +75,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Shorthand for [`Error::Config`].
+    /// Shorthand for [`Error::Config`]. Both parts are abbreviated (each line to 300
+    /// characters, the whole to 2,000): a 50 MB config line is named, not echoed.
     pub fn config(location: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
-            location: location.into(),
-            message: message.into(),
+            location: abbreviate(&location.into(), 300, 2_000),
+            message: abbreviate(&message.into(), 300, 2_000),
         }
     }
 
@@ -111,4 +112,20 @@ pub fn ensure_finite(quantity: &str, value: f64, iteration: u64) -> Result<f64> 
             value,
         })
     }
+}
+
+/// `text` with each line cut to `per_line` characters and the whole to `total`, each cut
+/// marked with how much was left out.
+pub fn abbreviate(text: &str, per_line: usize, total: usize) -> String {
+    fn cut(s: &str, max: usize) -> String {
+        match s.char_indices().nth(max) {
+            None => s.to_string(),
+            Some((end, _)) => format!("{}… ({} bytes in all)", &s[..end], s.len()),
+        }
+    }
+    if text.len() <= per_line.min(total) {
+        return text.to_string();
+    }
+    let lines: Vec<String> = text.split('\n').map(|line| cut(line, per_line)).collect();
+    cut(&lines.join("\n"), total)
 }

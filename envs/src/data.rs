@@ -1102,15 +1102,32 @@ fn file_stem(path: &Path) -> String {
 
 fn csv_error(err: csv::Error, path: &Path, line: u64) -> DataError {
     let line = err.position().map_or(line, |p| p.line());
+    let display = err.to_string();
     match err.into_kind() {
         csv::ErrorKind::Io(cause) => DataError::Io {
             path: path.to_path_buf(),
             cause,
         },
-        kind => DataError::Malformed {
+        csv::ErrorKind::Utf8 { err, .. } => DataError::Malformed {
             path: path.to_path_buf(),
             line,
-            message: format!("{kind:?}"),
+            message: format!(
+                "field {} is not UTF-8 text (its first {} bytes are)",
+                err.field() + 1,
+                err.valid_up_to()
+            ),
+        },
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => DataError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            message: format!("{len} fields, expected {expected_len}"),
+        },
+        _ => DataError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            message: display,
         },
     }
 }

@@ -326,7 +326,10 @@ impl TrainConfig {
     /// Reads `path` (defaults when `None`), applies `--set` overrides and validates.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
         let config: TrainConfig = denoise_gym::config::load(path, overrides)?;
-        config.validate(&path.map_or_else(|| "config".to_string(), |p| p.display().to_string()))?;
+        let file = path.map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        config
+            .validate(&file)
+            .map_err(|e| blame_override(e, &file, overrides))?;
         Ok(config)
     }
 
@@ -336,7 +339,9 @@ impl TrainConfig {
         let config: TrainConfig = toml::from_str(text)
             .map_err(|e| Error::config(name, e.to_string().trim_end().replace('\n', "\n    ")))?;
         let config = denoise_gym::config::apply_overrides(config, overrides)?;
-        config.validate(name)?;
+        config
+            .validate(name)
+            .map_err(|e| blame_override(e, name, overrides))?;
         Ok(config)
     }
 
@@ -400,6 +405,9 @@ impl TrainConfig {
     /// Semantic checks that serde cannot express; errors name the file and key.
     pub fn validate(&self, file: &str) -> Result<(), Error> {
         let at = |key: &str| format!("{file}, key {key}");
+        // Before anything is built from the sizes (a schedule of T steps, a mixture of
+        // gmm_dim-dimensional means): an absurd size is an error, not an abort.
+        self.check_memory(&at, available_memory())?;
         let p = &self.policy;
         if p.n_steps == 0 {
             return Err(Error::config(at("policy.n_steps"), "T must be at least 1"));
@@ -567,6 +575,166 @@ impl TrainConfig {
             return Err(Error::config(at("eval.n_samples"), "must be at least 2"));
         }
         self.validate_common_ranges(&at)
+    }
+
+    /// The peak memory a run of this config needs, roughly (within a small factor, on the
+    /// high side), as parts attributed to the key that sizes them, in bytes. Products are
+    /// taken in u128 and saturate, so no size overflows.
+    pub fn memory_parts(&self) -> Vec<(&'static str, u128)> {
+        let w = |x: usize| x as u128;
+        let mul = |xs: &[u128]| xs.iter().fold(1u128, |a, &b| a.saturating_mul(b));
+        let add = |xs: &[u128]| xs.iter().fold(0u128, |a, &b| a.saturating_add(b));
+        let d = w(match self.data.dataset.as_str() {
+            "gmm" => self.data.gmm_dim,
+            "digits" => 64,
+            // A CSV file's width is bounded by the file itself.
+            _ => 2,
+        });
+        // An MLP d_in → h × depth → d_out: its parameters.
+        let mlp = |d_in: u128, h: usize, depth: usize, d_out: u128| {
+            let (h, depth) = (w(h), w(depth));
+            add(&[
+                mul(&[d_in, h]),
+                mul(&[depth.saturating_sub(1), h, h]),
+                mul(&[h, d_out]),
+                mul(&[depth, h]),
+            ])
+        };
+        // Bytes per parameter: weights, gradients, Adam's two moments, an EMA, the copies
+        // a sampler, a frozen network and a checkpoint make, in f32.
+        const PER_PARAMETER: u128 = 4 * 10;
+        // Bytes per activation: the forward value, its gradient and the tape's copies.
+        const PER_ACTIVATION: u128 = 4 * 6;
+        let p = &self.policy;
+        let t = w(p.n_steps);
+        let mut parts = vec![
+            (
+                "policy.hidden",
+                mul(&[
+                    mlp(d.saturating_add(w(p.time_embed_dim)), p.hidden, p.depth, d),
+                    PER_PARAMETER,
+                ]),
+            ),
+            ("policy.n_steps", mul(&[t, 16 * 8])),
+            (
+                "pretrain.batch_size",
+                mul(&[
+                    w(self.pretrain.batch_size),
+                    w(p.depth).saturating_add(2),
+                    w(p.hidden).max(d).saturating_add(w(p.time_embed_dim)),
+                    PER_ACTIVATION,
+                ]),
+            ),
+            (
+                "data.gmm_components",
+                mul(&[w(self.data.gmm_components), d, 8 * 3]),
+            ),
+            (
+                "eval.n_samples",
+                mul(&[
+                    w(self.eval.n_samples).max(w(self.eval.snapshot_samples)),
+                    d.saturating_add(1),
+                    8 * 4,
+                ]),
+            ),
+            // The trajectory figure draws at most 2,000 chains of T + 1 states.
+            (
+                "policy.n_steps",
+                mul(&[w(self.eval.n_samples).min(2000), d, t.saturating_add(1), 4]),
+            ),
+            (
+                "eval.swd_directions",
+                mul(&[w(self.eval.swd_directions), d.saturating_add(4096), 8]),
+            ),
+        ];
+        if self.finetune.iterations > 0 {
+            let (f, a, r) = (&self.finetune, &self.agent, &self.reward);
+            parts.push((
+                "finetune.batch_size",
+                mul(&[
+                    w(f.batch_size),
+                    t,
+                    w(p.depth).saturating_add(2),
+                    w(p.hidden).max(d),
+                    PER_ACTIVATION,
+                    2,
+                ]),
+            ));
+            parts.push((
+                "reward.hidden",
+                mul(&[mlp(d, r.hidden, r.depth, 1), PER_PARAMETER]),
+            ));
+            parts.push((
+                "agent.value_hidden",
+                mul(&[
+                    mlp(
+                        d.saturating_add(w(a.value_time_embed_dim)),
+                        a.value_hidden,
+                        a.value_depth,
+                        1,
+                    ),
+                    PER_PARAMETER,
+                ]),
+            ));
+            parts.push((
+                "reward.grid_size",
+                mul(&[w(r.grid_size), w(r.grid_size), 8 * 4]),
+            ));
+            parts.push(("reward.held_out", mul(&[w(r.held_out), d, 8])));
+        }
+        if self.run.method == "ddaebm" {
+            let g = &self.ddaebm;
+            let input = d
+                .saturating_mul(2)
+                .saturating_add(w(g.time_embed_dim))
+                .saturating_add(w(g.n_z));
+            parts.push((
+                "ddaebm.hidden",
+                mul(&[mlp(input, g.hidden, g.depth, d), 3, PER_PARAMETER]),
+            ));
+            parts.push((
+                "ddaebm.batch_size",
+                mul(&[
+                    w(g.batch_size),
+                    24,
+                    w(g.depth).saturating_add(1),
+                    w(g.hidden).max(d),
+                    PER_ACTIVATION,
+                ]),
+            ));
+        }
+        parts
+    }
+
+    /// Refuses a config whose [`TrainConfig::memory_parts`] add up to more than
+    /// `available` bytes (`None`: unknown, no check), naming the key of the largest part.
+    pub fn check_memory(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        available: Option<u128>,
+    ) -> Result<(), Error> {
+        let Some(available) = available else {
+            return Ok(());
+        };
+        let parts = self.memory_parts();
+        let total = parts.iter().fold(0u128, |a, (_, b)| a.saturating_add(*b));
+        if total <= available {
+            return Ok(());
+        }
+        let (key, largest) = parts
+            .iter()
+            .max_by_key(|(_, bytes)| *bytes)
+            .copied()
+            .unwrap_or(("policy.hidden", total));
+        Err(Error::config(
+            at(key),
+            format!(
+                "this run would need {} of memory ({} of it for this setting), more than the {} available",
+                human_bytes(total),
+                human_bytes(largest),
+                human_bytes(available).trim_start_matches("about ")
+            ),
+        ))
     }
 
     /// The same rule for the same kind of value in every section it appears in: clips and
@@ -805,5 +973,44 @@ impl TrainConfig {
                 .map_err(in_agent)?;
         }
         Ok(())
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes; `None` where it cannot be read.
+pub fn available_memory() -> Option<u128> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `1.2 GB`-style sizes for messages.
+fn human_bytes(bytes: u128) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == units.len() - 1 && value >= 1000.0 {
+        return "more than 1000 EB".to_string();
+    }
+    format!("about {value:.1} {}", units[unit])
+}
+
+/// A validation error about a key that a `--set` gave names that `--set`, not the file.
+fn blame_override(error: Error, file: &str, overrides: &[String]) -> Error {
+    let Error::Config { location, message } = error else {
+        return error;
+    };
+    let key = location.rsplit("key ").next().unwrap_or_default();
+    match overrides
+        .iter()
+        .rev()
+        .find(|set| set.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+    {
+        Some(set) => Error::config(format!("--set {set} (over {file})"), message),
+        None => Error::Config { location, message },
     }
 }

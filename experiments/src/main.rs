@@ -282,7 +282,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Compare { runs, out } => {
             let (markdown, csv) = denoise_gym_experiments::commands::compare::compare_runs(&runs)?;
-            std::fs::create_dir_all(&out)?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
             for (name, text) in [("compare.md", &markdown), ("compare.csv", &csv)] {
                 let path = out.join(name);
                 std::fs::write(&path, text)

@@ -301,3 +301,168 @@ fn a_damaged_run_json_is_kept_aside_not_overwritten() {
     );
     assert!(stderr(&o).contains("run.json.damaged"), "{}", stderr(&o));
 }
+
+/// SIGKILLs a run at `kills` points (random delays drawn from a printed seed, so that a
+/// failure replays with `DGYM_FAULT_SEED`), resuming after each, then lets it finish;
+/// its metrics must equal the straight run's.
+fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max_delay_ms: u64) {
+    let seed: u64 = std::env::var("DGYM_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        });
+    println!("fault seed {seed} (replay with DGYM_FAULT_SEED={seed})");
+    let mut state = seed | 1;
+    let mut next_delay = || {
+        // xorshift64*: a reproducible stream of delays.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        20 + state.wrapping_mul(0x2545_F491_4F6C_DD1D) % max_delay_ms
+    };
+    let tmp = TempDir::new().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
+    let args = |out: &Path| {
+        let mut args = vec![
+            "train".to_string(),
+            config.display().to_string(),
+            "--out".to_string(),
+            out.display().to_string(),
+        ];
+        for set in sets {
+            args.extend(["--set".to_string(), set.to_string()]);
+        }
+        args
+    };
+    let straight = tmp.path().join("straight");
+    let o = dgym(tmp.path(), &args(&straight));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let run = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dgym"))
+        .args(args(&run))
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first kill once a checkpoint exists (before it there is nothing to resume).
+    let started = Instant::now();
+    while !run.join("checkpoints/last.safetensors").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut landed = 0;
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(next_delay()));
+        if child.try_wait().unwrap().is_none() {
+            landed += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if run.join("summary.json").exists() {
+            break;
+        }
+        child = Command::new(env!("CARGO_BIN_EXE_dgym"))
+            .args(["train", "--resume", run.to_str().unwrap()])
+            .current_dir(tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+    let status = child.wait().unwrap();
+    if !run.join("summary.json").exists() {
+        let o = resume(tmp.path(), &run);
+        assert!(o.status.success(), "seed {seed}: {} / {status}", stderr(&o));
+    }
+    println!("seed {seed}: {landed} of {kills} kills landed mid-run");
+    assert!(
+        landed >= kills / 2,
+        "seed {seed}: only {landed} kills landed mid-run"
+    );
+    assert_eq!(rows(&straight), rows(&run), "seed {seed}");
+}
+
+#[test]
+fn a_gcd_run_killed_at_twenty_points_resumes_to_the_straight_numbers() {
+    let mut sets = TINY_GCD.to_vec();
+    sets.extend(["pretrain.iterations=2000", "finetune.iterations=600"]);
+    kill_9_repeatedly_then_compare("configs/ddpm-8gaussians.toml", &sets, 20, 120);
+}
+
+#[test]
+fn a_ddaebm_run_killed_at_twenty_points_resumes_to_the_straight_numbers() {
+    let sets = [
+        "ddaebm.iterations=2000",
+        "ddaebm.batch_size=32",
+        "ddaebm.hidden=16",
+        "ddaebm.depth=1",
+        "ddaebm.log_every=5",
+        "ddaebm.checkpoint_every=10",
+        "eval.n_samples=200",
+        "eval.swd_directions=50",
+        "eval.eval_every=50",
+        "eval.snapshot_samples=100",
+        "reward.grid_size=32",
+        "reward.held_out=300",
+        "run.quiet=true",
+    ];
+    kill_9_repeatedly_then_compare("configs/ddaebm-25gaussians.toml", &sets, 20, 120);
+}
+
+#[test]
+fn messages_name_the_override_the_file_and_the_field_without_debug_dumps() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    // A value from --set that validation refuses is blamed on the --set.
+    let o = dgym(
+        dir,
+        &["config", base_config().to_str().unwrap(), "--set", "policy.depth=0"],
+    );
+    assert!(stderr(&o).contains("--set policy.depth=0"), "{}", stderr(&o));
+    // A non-UTF-8 CSV cell: the line and the field, not a Debug struct.
+    let csv = dir.join("bad.csv");
+    std::fs::write(&csv, b"a,b\n1,\xff\xfe\n").unwrap();
+    let path = format!("data.path={}", csv.display());
+    let o = dgym(
+        dir,
+        &train_args(&dir.join("r"), &["data.dataset=csv", path.as_str()]),
+    );
+    let err = stderr(&o);
+    assert!(err.contains("line 2") && err.contains("field 2"), "{err}");
+    assert!(!err.contains("Utf8 {"), "{err}");
+    // `dgym compare` on an eval.json that is not an object of metrics.
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("eval.json"), "[]").unwrap();
+    let o = dgym(dir, &["compare", run.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("expected a JSON object"), "{}", stderr(&o));
+    // --jobs 0 is refused with --dry-run too.
+    let sweep = Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/steps.toml");
+    let o = dgym(dir, &["sweep", sweep.to_str().unwrap(), "--jobs", "0", "--dry-run"]);
+    assert!(stderr(&o).contains("--jobs must be at least 1"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_config_edited_below_the_checkpoint_is_an_error_not_a_silent_finish() {
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("run");
+    let mut args = train_args(&run, TINY_GCD);
+    args.extend(["--stop-after".into(), "80".into()]);
+    assert!(dgym(tmp.path(), &args).status.success());
+    let config = run.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited = text.replace("iterations = 30", "iterations = 5");
+    assert_ne!(text, edited, "finetune.iterations = 30 is in the resolved config");
+    std::fs::write(&config, edited).unwrap();
+    let o = resume(tmp.path(), &run);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("past its 5 iterations"), "{}", stderr(&o));
+    assert!(!run.join("summary.json").exists());
+}

@@ -360,6 +360,13 @@ impl<D: Backend> Trainer<D> {
     /// logging and checkpointing on its own iteration count, at its global step.
     pub fn run(&mut self, phase: &mut dyn Phase<D>, cadence: Cadence) -> Result<PhaseEnd> {
         let first = phase.iterations_done();
+        if first > cadence.total {
+            return Err(Error::InvalidArgument(format!(
+                "phase {} is at iteration {first}, past its {} iterations in all: was the run's config edited after it started?",
+                phase.name(),
+                cadence.total
+            )));
+        }
         let mut progress = Progress::new(phase.name(), cadence.total, first, self.options.quiet);
         let started = Instant::now();
         while phase.iterations_done() < cadence.total {

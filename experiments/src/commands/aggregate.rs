@@ -189,6 +189,14 @@ pub fn metric_rows(dir: &Path, plan: &Plan, metric: &str) -> Vec<PointRow> {
         } else if run_dir.join(ERROR_FILE).exists() {
             row.n_failed += 1;
         } else {
+            let eval = run_dir.join("eval.json");
+            if eval.exists() && read_json_object(&eval).is_none() {
+                eprintln!(
+                    "warning: {} is unreadable (not a JSON object): the run counts as not finished; `dgym eval {}` writes it again",
+                    eval.display(),
+                    run_dir.display()
+                );
+            }
             row.n_missing += 1;
         }
     }

@@ -41,14 +41,24 @@ pub fn compare_runs(runs: &[PathBuf]) -> Result<(String, String)> {
         })?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
-        let numbers: BTreeMap<String, f64> = value
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let Some(object) = value.as_object() else {
+            bail!(
+                "{} is not an eval.json: expected a JSON object of metrics; run `dgym eval {}` again",
+                path.display(),
+                run.display()
+            );
+        };
+        let numbers: BTreeMap<String, f64> = object
+            .iter()
+            .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+            .collect();
+        if numbers.is_empty() {
+            bail!(
+                "{} holds no numeric metric; run `dgym eval {}` again",
+                path.display(),
+                run.display()
+            );
+        }
         tables.push((run.display().to_string(), numbers));
     }
     let mut columns: Vec<String> = COMPARE_FIRST

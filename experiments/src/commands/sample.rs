@@ -8,6 +8,9 @@ use denoise_gym::tensor::Backend;
 
 use crate::build::load_any_sampler;
 
+/// Samples drawn (and held in memory) at once by `dgym sample`.
+pub const SAMPLES_PER_BLOCK: usize = 65_536;
+
 /// Writes `n` samples of a run's sampler to a CSV file with header `x0,x1,…`.
 pub fn write_samples<D: Backend>(
     dev: &D,
@@ -22,13 +25,22 @@ pub fn write_samples<D: Backend>(
     let policy = load_any_sampler(dev, run_dir)?;
     crate::build::warn_if_unfinished(&denoise_gym::train::RunDir::new(run_dir));
     let mut rng = Stream::Eval.rng(seed);
-    let samples = policy.sample(n, &mut rng).as_vec();
     let dim = policy.dim();
     let mut writer =
         csv::Writer::from_path(out).with_context(|| format!("creating {}", out.display()))?;
     writer.write_record((0..dim).map(|i| format!("x{i}")))?;
-    for row in samples.chunks(dim) {
-        writer.write_record(row.iter().map(|v| v.to_string()))?;
+    // Streamed in blocks, so that memory does not grow with --n; up to one block the
+    // samples are those of a single batch.
+    let mut left = n;
+    while left > 0 {
+        let block = left.min(SAMPLES_PER_BLOCK);
+        let samples = policy.sample(block, &mut rng).as_vec();
+        for row in samples.chunks(dim) {
+            writer
+                .write_record(row.iter().map(|v| v.to_string()))
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        left -= block;
     }
     writer
         .flush()

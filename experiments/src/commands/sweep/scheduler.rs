@@ -170,6 +170,9 @@ pub fn run_sweep(
     options: &SweepOptions,
     runner: &Runner,
 ) -> Result<SweepReport> {
+    if options.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
     let plan = load_plan(sweep_file)?;
     let dir = options
         .out
@@ -212,8 +215,10 @@ pub fn run_sweep(
         println!("{} runs", runs.len());
         return Ok(SweepReport::default());
     }
-    if options.jobs == 0 {
-        bail!("--jobs must be at least 1");
+    if runs.is_empty() {
+        // Right for a job array with more tasks than the sweep has groups; said, not silent.
+        println!("{header}: this shard has no runs, nothing to do");
+        return Ok(SweepReport::default());
     }
     prepare_dir(&dir, &plan, sweep_file)?;
     let dir = dir
