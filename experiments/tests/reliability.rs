@@ -422,9 +422,18 @@ fn messages_name_the_override_the_file_and_the_field_without_debug_dumps() {
     // A value from --set that validation refuses is blamed on the --set.
     let o = dgym(
         dir,
-        &["config", base_config().to_str().unwrap(), "--set", "policy.depth=0"],
+        &[
+            "config",
+            base_config().to_str().unwrap(),
+            "--set",
+            "policy.depth=0",
+        ],
     );
-    assert!(stderr(&o).contains("--set policy.depth=0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--set policy.depth=0"),
+        "{}",
+        stderr(&o)
+    );
     // A non-UTF-8 CSV cell: the line and the field, not a Debug struct.
     let csv = dir.join("bad.csv");
     std::fs::write(&csv, b"a,b\n1,\xff\xfe\n").unwrap();
@@ -442,11 +451,22 @@ fn messages_name_the_override_the_file_and_the_field_without_debug_dumps() {
     std::fs::write(run.join("eval.json"), "[]").unwrap();
     let o = dgym(dir, &["compare", run.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("expected a JSON object"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("expected a JSON object"),
+        "{}",
+        stderr(&o)
+    );
     // --jobs 0 is refused with --dry-run too.
     let sweep = Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/steps.toml");
-    let o = dgym(dir, &["sweep", sweep.to_str().unwrap(), "--jobs", "0", "--dry-run"]);
-    assert!(stderr(&o).contains("--jobs must be at least 1"), "{}", stderr(&o));
+    let o = dgym(
+        dir,
+        &["sweep", sweep.to_str().unwrap(), "--jobs", "0", "--dry-run"],
+    );
+    assert!(
+        stderr(&o).contains("--jobs must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -459,10 +479,17 @@ fn a_config_edited_below_the_checkpoint_is_an_error_not_a_silent_finish() {
     let config = run.join("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let edited = text.replace("iterations = 30", "iterations = 5");
-    assert_ne!(text, edited, "finetune.iterations = 30 is in the resolved config");
+    assert_ne!(
+        text, edited,
+        "finetune.iterations = 30 is in the resolved config"
+    );
     std::fs::write(&config, edited).unwrap();
     let o = resume(tmp.path(), &run);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("past its 5 iterations"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("past its 5 iterations"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!run.join("summary.json").exists());
 }
