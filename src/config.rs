@@ -77,6 +77,10 @@ pub struct SectionDocs {
     pub fields: Vec<(&'static str, String)>,
 }
 
+/// The largest config file [`load`] reads: a shipped config is a few kB, and a parser
+/// handed a 50 MB line holds about ten times that in memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// Reads a config from `path` (or the defaults when `None`) and applies `overrides`
 /// (`section.key=value`, the value in TOML syntax, bare words taken as strings).
 /// Errors name the file with line and column, or the overridden key.
@@ -86,6 +90,15 @@ pub fn load<C: DeserializeOwned + Serialize + Default>(
 ) -> Result<C> {
     let config: C = match path {
         Some(path) => {
+            let size = std::fs::metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .len();
+            if size > MAX_CONFIG_BYTES {
+                return Err(Error::config(
+                    path.display().to_string(),
+                    format!("{size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"),
+                ));
+            }
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             toml::from_str(&text).map_err(|e| {
                 Error::config(

@@ -26,6 +26,11 @@ pub trait Logger {
     fn sync(&mut self) -> Result<()> {
         self.flush()
     }
+    /// Rows this sink holds in all, for sinks that count them (`metrics.csv`); the trainer
+    /// stores it in each checkpoint so that a resume keeps exactly the rows before it.
+    fn rows_written(&self) -> Option<usize> {
+        None
+    }
     /// Records a square RGB8 image (`size × size × 3`, row-major, interleaved) at `step`.
     /// Sinks that cannot show images ignore it.
     fn log_image(&mut self, _step: u64, _tag: &str, _rgb: &[u8], _size: usize) -> Result<()> {
@@ -61,6 +66,9 @@ impl Logger for MultiLogger {
     }
     fn sync(&mut self) -> Result<()> {
         self.sinks.iter_mut().try_for_each(|s| s.sync())
+    }
+    fn rows_written(&self) -> Option<usize> {
+        self.sinks.iter().find_map(|s| s.rows_written())
     }
     fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
         self.sinks
@@ -123,6 +131,33 @@ impl CsvLogger {
         }
         let (columns, mut rows) = read_metrics_csv(path)?;
         rows.retain(|r| r.step <= keep_up_to_step);
+        Self::reopen(path, columns, rows)
+    }
+
+    /// Reopens an existing `metrics.csv` to continue a resumed run whose checkpoint was
+    /// written when the file held `keep_rows` rows: the rest were logged after it (among
+    /// them rows at the checkpoint's own step, such as a final evaluation), and the
+    /// resumed run logs them again. A last row cut short is dropped as in
+    /// [`CsvLogger::resume`].
+    /// The checkpoint is at `step`: a file with fewer than `keep_rows` rows up to it has
+    /// lost rows (an error, not a silent gap).
+    pub fn resume_at_row(path: &Path, keep_rows: usize, step: u64) -> Result<Self> {
+        let mut logger = Self::resume(path, u64::MAX)?;
+        let before = logger.rows.iter().take_while(|r| r.step <= step).count();
+        if before < keep_rows {
+            return Err(Error::Log {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{before} rows up to step {step}, but the checkpoint there was written after row {keep_rows}: rows are missing"
+                ),
+            });
+        }
+        logger.rows.truncate(keep_rows);
+        logger.rewrite()?;
+        Ok(logger)
+    }
+
+    fn reopen(path: &Path, columns: Vec<String>, rows: Vec<CsvRow>) -> Result<Self> {
         let mut logger = Self {
             path: path.to_path_buf(),
             columns,
@@ -195,7 +230,8 @@ impl Logger for CsvLogger {
             path: path.clone(),
             message: "not open".into(),
         })?;
-        writeln!(file, "{line}")
+        crate::io::injected_fault(&path)
+            .and_then(|()| writeln!(file, "{line}"))
             .and_then(|_| file.flush())
             .map_err(|e| Error::io(path, e))
     }
@@ -205,6 +241,9 @@ impl Logger for CsvLogger {
             file.flush().map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(())
+    }
+    fn rows_written(&self) -> Option<usize> {
+        Some(self.rows.len())
     }
     fn sync(&mut self) -> Result<()> {
         if let Some(file) = self.file.as_mut() {
@@ -361,8 +400,8 @@ impl TensorBoardLogger {
         record.extend_from_slice(&masked_crc32c(&length).to_le_bytes());
         record.extend_from_slice(&payload);
         record.extend_from_slice(&masked_crc32c(&payload).to_le_bytes());
-        self.file
-            .write_all(&record)
+        crate::io::injected_fault(&self.path)
+            .and_then(|()| self.file.write_all(&record))
             .map_err(|e| Error::io(&self.path, e))
     }
 }

@@ -493,3 +493,71 @@ fn a_config_edited_below_the_checkpoint_is_an_error_not_a_silent_finish() {
     );
     assert!(!run.join("summary.json").exists());
 }
+
+/// A disk that fills at the `n`-th write to a file named like `name` (the write-fault
+/// hook, `DGYM_FAIL_WRITE`): the run stops with an error naming the file and the cause,
+/// no panic, and a resume on a disk with room ends at the straight run's numbers.
+fn full_disk_at(name: &str, writes: &[u64]) {
+    let tmp = TempDir::new().unwrap();
+    let straight = straight_run(tmp.path(), TINY_GCD);
+    for &n in writes {
+        let run = tmp.path().join(format!("full-{name}-{n}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_dgym"))
+            .args(train_args(&run, TINY_GCD))
+            .env(denoise_gym::io::FAULT_HOOK, format!("{name}:{n}"))
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}:{n}: {err}");
+        assert!(
+            err.contains("No space left on device")
+                && err.contains(name)
+                && !err.contains("panicked"),
+            "{name}:{n}: {err}"
+        );
+        if !run.join("checkpoints/last.safetensors").exists() {
+            // Full before the first checkpoint: nothing to resume, start again.
+            std::fs::remove_dir_all(&run).unwrap();
+            let o = dgym(tmp.path(), &train_args(&run, TINY_GCD));
+            assert!(o.status.success(), "{}", stderr(&o));
+        } else {
+            let o = resume(tmp.path(), &run);
+            assert!(o.status.success(), "{name}:{n}: {}", stderr(&o));
+        }
+        assert_eq!(rows(&straight), rows(&run), "{name}:{n}");
+    }
+}
+
+#[test]
+fn a_full_disk_at_metrics_csv_stops_the_run_cleanly_and_the_resume_matches() {
+    full_disk_at("metrics.csv", &[3, 12, 19]);
+}
+
+#[test]
+fn a_full_disk_at_the_event_file_stops_the_run_cleanly_and_the_resume_matches() {
+    full_disk_at("tfevents", &[4, 13, 20]);
+}
+
+#[test]
+fn a_full_disk_at_a_checkpoint_stops_the_run_cleanly_and_the_resume_matches() {
+    full_disk_at("last.safetensors", &[2, 5, 8]);
+    full_disk_at("step_", &[3, 6]);
+}
+
+#[test]
+fn a_metrics_csv_missing_rows_before_its_checkpoint_is_an_error_not_a_gap() {
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("run");
+    let mut args = train_args(&run, TINY_GCD);
+    args.extend(["--stop-after".into(), "75".into()]);
+    assert!(dgym(tmp.path(), &args).status.success());
+    let metrics = run.join("metrics.csv");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(3);
+    std::fs::write(&metrics, lines.join("\n") + "\n").unwrap();
+    let o = resume(tmp.path(), &run);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("rows are missing"), "{}", stderr(&o));
+}

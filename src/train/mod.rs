@@ -204,6 +204,9 @@ pub struct Resumed {
     restored: bool,
 }
 
+/// The checkpoint metadata key of the number of `metrics.csv` rows written before it.
+const METRICS_ROWS: &str = "metrics.rows";
+
 /// Scalars shown next to the progress bar, first match wins (else the row's first).
 const HEADLINES: &[&str] = &["dsm/loss", "reward/return_mean", "ddaebm/D_gap"];
 
@@ -263,7 +266,15 @@ impl<D: Backend> Trainer<D> {
         let phase = checkpoint.meta(&path, "phase")?.to_string();
         let step: u64 = checkpoint.meta_parse(&path, "iteration")?;
         run.record_invocation(seed, Some(step))?;
-        let csv = CsvLogger::resume(&run.metrics(), step)?;
+        let csv = match checkpoint.metadata.get(METRICS_ROWS) {
+            Some(_) => CsvLogger::resume_at_row(
+                &run.metrics(),
+                checkpoint.meta_parse(&path, METRICS_ROWS)?,
+                step,
+            )?,
+            // Written before the row count was kept: the rows up to its step.
+            None => CsvLogger::resume(&run.metrics(), step)?,
+        };
         let events = TensorBoardLogger::resume(&run.root, step)?;
         let resumed = Resumed {
             checkpoint,
@@ -349,6 +360,11 @@ impl<D: Backend> Trainer<D> {
         checkpoint
             .metadata
             .insert("iteration".into(), step.to_string());
+        if let Some(rows) = self.logger.rows_written() {
+            checkpoint
+                .metadata
+                .insert(METRICS_ROWS.into(), rows.to_string());
+        }
         for callback in &mut self.callbacks {
             callback.on_checkpoint(step, phase.name(), &mut checkpoint)?;
         }

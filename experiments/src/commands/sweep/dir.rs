@@ -26,16 +26,10 @@ pub fn default_sweep_dir(sweep_file: &Path) -> PathBuf {
     PathBuf::from("runs").join("sweeps").join(stem)
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so that readers (other
-/// shards, a killed sweep's restart) never see half a file.
+/// Writes `text` to `path` atomically and durably ([`denoise_gym::io::write_atomic`]), so
+/// that readers (other shards, a killed sweep's restart) never see half a file.
 pub(super) fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    Ok(denoise_gym::io::write_atomic(path, text.as_bytes())?)
 }
 
 /// Reads the plan stored in a sweep directory.
