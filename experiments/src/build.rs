@@ -523,12 +523,18 @@ pub fn sampler_from_run<D: Backend>(
     Ok(policy)
 }
 
-/// Loads the sampler of a diffusion run (EMA weights when the run kept them).
-pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolicy<D>> {
+/// A run's config, its newest verified checkpoint with its file, and its data dimension.
+fn open_run(run_dir: &Path) -> Result<(TrainConfig, Checkpoint, std::path::PathBuf, usize)> {
     let run = RunDir::new(run_dir);
     let config = load_run_config(&run)?;
     let (checkpoint, path) = run.load_latest_checkpoint()?;
     let dim: usize = checkpoint.meta_parse(&path, "dim")?;
+    Ok((config, checkpoint, path, dim))
+}
+
+/// Loads the sampler of a diffusion run (EMA weights when the run kept them).
+pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolicy<D>> {
+    let (config, checkpoint, path, dim) = open_run(run_dir)?;
     let mut policy = build_policy(dev, &config, dim)?;
     let prefix = checkpoint
         .metadata
@@ -550,10 +556,7 @@ pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolic
 
 /// Rebuilds the DDAEBM phase of a DDAEBM run from its last checkpoint.
 pub fn load_ddaebm<D: Backend>(dev: &D, run_dir: &Path) -> Result<DdaebmPhase<D>> {
-    let run = RunDir::new(run_dir);
-    let config = load_run_config(&run)?;
-    let (checkpoint, path) = run.load_latest_checkpoint()?;
-    let dim: usize = checkpoint.meta_parse(&path, "dim")?;
+    let (config, checkpoint, path, dim) = open_run(run_dir)?;
     // Loaded to sample or score, never stepped: it draws no data.
     let no_data: Box<ExpertSampler<'static, D>> = {
         let dev = dev.clone();

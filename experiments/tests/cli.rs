@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{dgym, stderr, stdout};
+use common::{base_config, dgym, stderr, stdout, train_args_for, TINY, TINY_FINETUNE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,36 +21,10 @@ use tempfile::TempDir;
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// The shipped config the tiny runs start from.
-fn base_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ddpm-8gaussians.toml")
-}
-
-/// Overrides that make a run take well under a second.
-const TINY: &[&str] = &[
-    "pretrain.iterations=60",
-    "policy.hidden=16",
-    "policy.depth=1",
-    "eval.n_samples=200",
-    "eval.swd_directions=50",
-    "pretrain.log_every=5",
-    "pretrain.checkpoint_every=20",
-    "run.quiet=true",
-];
-
 /// `train CONFIG --out OUT --set <TINY> --set <extra>...`.
 fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "train".to_string(),
-        base_config().display().to_string(),
-        "--out".to_string(),
-        out.display().to_string(),
-    ];
-    for set in TINY.iter().chain(extra) {
-        args.push("--set".to_string());
-        args.push(set.to_string());
-    }
-    args
+    let sets: Vec<&str> = TINY.iter().chain(extra).copied().collect();
+    train_args_for(&base_config(), out, &sets)
 }
 
 /// Runs a tiny `train` that must succeed; returns its stdout.
@@ -927,20 +901,6 @@ fn an_io_error_cause_is_printed_once() {
 // ---------------------------------------------------------------------------------------
 // Fine-tuning (GCD / oracle) through the CLI
 // ---------------------------------------------------------------------------------------
-
-/// Overrides that add a tiny fine-tuning phase to the tiny pretraining run.
-const TINY_FINETUNE: &[&str] = &[
-    "finetune.iterations=30",
-    "finetune.batch_size=32",
-    "finetune.log_every=5",
-    "finetune.checkpoint_every=10",
-    "reward.hidden=16",
-    "reward.depth=1",
-    "reward.grid_size=32",
-    "reward.held_out=200",
-    "agent.value_hidden=16",
-    "agent.value_depth=1",
-];
 
 fn finetune_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let all: Vec<&str> = TINY_FINETUNE.iter().chain(extra).copied().collect();

@@ -8,47 +8,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dgym, stderr, stdout};
+use common::{base_config, dgym, stderr, stdout, train_args_for, TINY, TINY_FINETUNE};
 use denoise_gym::log::{read_metrics_csv, CsvRow};
 use tempfile::TempDir;
 
-fn base_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ddpm-8gaussians.toml")
+/// A tiny GCD run: 60 DSM steps, 30 GCD iterations, checkpoints every 20 and 10.
+fn tiny_gcd() -> Vec<&'static str> {
+    TINY.iter().chain(TINY_FINETUNE).copied().collect()
 }
 
-/// A tiny GCD run: 60 DSM steps, 30 GCD iterations, checkpoints every 20 and 10.
-const TINY_GCD: &[&str] = &[
-    "pretrain.iterations=60",
-    "policy.hidden=16",
-    "policy.depth=1",
-    "eval.n_samples=200",
-    "eval.swd_directions=50",
-    "pretrain.log_every=5",
-    "pretrain.checkpoint_every=20",
-    "run.quiet=true",
-    "finetune.iterations=30",
-    "finetune.batch_size=32",
-    "finetune.log_every=5",
-    "finetune.checkpoint_every=10",
-    "reward.hidden=16",
-    "reward.depth=1",
-    "reward.grid_size=32",
-    "reward.held_out=200",
-    "agent.value_hidden=16",
-    "agent.value_depth=1",
-];
-
 fn train_args(out: &Path, sets: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "train".to_string(),
-        base_config().display().to_string(),
-        "--out".to_string(),
-        out.display().to_string(),
-    ];
-    for set in sets {
-        args.extend(["--set".to_string(), set.to_string()]);
-    }
-    args
+    train_args_for(&base_config(), out, sets)
+}
+
+/// A tiny GCD run stopped, as if killed, after `stop_after` steps.
+fn stopped_gcd(cwd: &Path, stop_after: u64) -> PathBuf {
+    let run = cwd.join("run");
+    let mut args = train_args(&run, &tiny_gcd());
+    args.extend(["--stop-after".into(), stop_after.to_string()]);
+    let o = dgym(cwd, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    run
 }
 
 fn resume(cwd: &Path, dir: &Path) -> std::process::Output {
@@ -83,11 +63,8 @@ fn flip_a_tensor_byte(path: &Path) {
 #[test]
 fn a_damaged_checkpoint_is_refused_and_resume_falls_back_to_the_newest_intact_one() {
     let tmp = TempDir::new().unwrap();
-    let straight = straight_run(tmp.path(), TINY_GCD);
-    let run = tmp.path().join("run");
-    let mut args = train_args(&run, TINY_GCD);
-    args.extend(["--stop-after".into(), "75".into()]);
-    assert!(dgym(tmp.path(), &args).status.success());
+    let straight = straight_run(tmp.path(), &tiny_gcd());
+    let run = stopped_gcd(tmp.path(), 75);
     let last = run.join("checkpoints/last.safetensors");
     flip_a_tensor_byte(&last);
 
@@ -144,11 +121,8 @@ fn a_damaged_checkpoint_is_refused_and_resume_falls_back_to_the_newest_intact_on
 #[test]
 fn a_torn_last_row_of_metrics_csv_is_dropped_and_the_resume_matches() {
     let tmp = TempDir::new().unwrap();
-    let straight = straight_run(tmp.path(), TINY_GCD);
-    let run = tmp.path().join("run");
-    let mut args = train_args(&run, TINY_GCD);
-    args.extend(["--stop-after".into(), "73".into()]);
-    assert!(dgym(tmp.path(), &args).status.success());
+    let straight = straight_run(tmp.path(), &tiny_gcd());
+    let run = stopped_gcd(tmp.path(), 73);
     // A row cut short by a crash or a full disk: no newline, too few cells.
     let metrics = run.join("metrics.csv");
     let mut text = std::fs::read_to_string(&metrics).unwrap();
@@ -268,7 +242,7 @@ fn settings_that_only_fine_tuning_or_the_end_of_a_run_use_fail_before_any_work()
         ("eval.swd_directions=0", "eval.swd_directions"),
     ] {
         let run = tmp.path().join("never");
-        let mut sets = TINY_GCD.to_vec();
+        let mut sets = tiny_gcd();
         sets.push(set);
         let o = dgym(tmp.path(), &train_args(&run, &sets));
         let err = stderr(&o);
@@ -288,10 +262,7 @@ fn settings_that_only_fine_tuning_or_the_end_of_a_run_use_fail_before_any_work()
 #[test]
 fn a_damaged_run_json_is_kept_aside_not_overwritten() {
     let tmp = TempDir::new().unwrap();
-    let run = tmp.path().join("run");
-    let mut args = train_args(&run, TINY_GCD);
-    args.extend(["--stop-after".into(), "30".into()]);
-    assert!(dgym(tmp.path(), &args).status.success());
+    let run = stopped_gcd(tmp.path(), 30);
     std::fs::write(run.join("run.json"), "{ not json").unwrap();
     let o = resume(tmp.path(), &run);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -326,18 +297,7 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max
     };
     let tmp = TempDir::new().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
-    let args = |out: &Path| {
-        let mut args = vec![
-            "train".to_string(),
-            config.display().to_string(),
-            "--out".to_string(),
-            out.display().to_string(),
-        ];
-        for set in sets {
-            args.extend(["--set".to_string(), set.to_string()]);
-        }
-        args
-    };
+    let args = |out: &Path| train_args_for(&config, out, sets);
     let straight = tmp.path().join("straight");
     let o = dgym(tmp.path(), &args(&straight));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -390,7 +350,7 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max
 
 #[test]
 fn a_gcd_run_killed_at_twenty_points_resumes_to_the_straight_numbers() {
-    let mut sets = TINY_GCD.to_vec();
+    let mut sets = tiny_gcd();
     sets.extend(["pretrain.iterations=2000", "finetune.iterations=600"]);
     kill_9_repeatedly_then_compare("configs/ddpm-8gaussians.toml", &sets, 20, 120);
 }
@@ -472,10 +432,7 @@ fn messages_name_the_override_the_file_and_the_field_without_debug_dumps() {
 #[test]
 fn a_config_edited_below_the_checkpoint_is_an_error_not_a_silent_finish() {
     let tmp = TempDir::new().unwrap();
-    let run = tmp.path().join("run");
-    let mut args = train_args(&run, TINY_GCD);
-    args.extend(["--stop-after".into(), "80".into()]);
-    assert!(dgym(tmp.path(), &args).status.success());
+    let run = stopped_gcd(tmp.path(), 80);
     let config = run.join("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let edited = text.replace("iterations = 30", "iterations = 5");
@@ -499,11 +456,11 @@ fn a_config_edited_below_the_checkpoint_is_an_error_not_a_silent_finish() {
 /// no panic, and a resume on a disk with room ends at the straight run's numbers.
 fn full_disk_at(name: &str, writes: &[u64]) {
     let tmp = TempDir::new().unwrap();
-    let straight = straight_run(tmp.path(), TINY_GCD);
+    let straight = straight_run(tmp.path(), &tiny_gcd());
     for &n in writes {
         let run = tmp.path().join(format!("full-{name}-{n}"));
         let o = Command::new(env!("CARGO_BIN_EXE_dgym"))
-            .args(train_args(&run, TINY_GCD))
+            .args(train_args(&run, &tiny_gcd()))
             .env(denoise_gym::io::FAULT_HOOK, format!("{name}:{n}"))
             .current_dir(tmp.path())
             .output()
@@ -519,7 +476,7 @@ fn full_disk_at(name: &str, writes: &[u64]) {
         if !run.join("checkpoints/last.safetensors").exists() {
             // Full before the first checkpoint: nothing to resume, start again.
             std::fs::remove_dir_all(&run).unwrap();
-            let o = dgym(tmp.path(), &train_args(&run, TINY_GCD));
+            let o = dgym(tmp.path(), &train_args(&run, &tiny_gcd()));
             assert!(o.status.success(), "{}", stderr(&o));
         } else {
             let o = resume(tmp.path(), &run);
@@ -548,10 +505,7 @@ fn a_full_disk_at_a_checkpoint_stops_the_run_cleanly_and_the_resume_matches() {
 #[test]
 fn a_metrics_csv_missing_rows_before_its_checkpoint_is_an_error_not_a_gap() {
     let tmp = TempDir::new().unwrap();
-    let run = tmp.path().join("run");
-    let mut args = train_args(&run, TINY_GCD);
-    args.extend(["--stop-after".into(), "75".into()]);
-    assert!(dgym(tmp.path(), &args).status.success());
+    let run = stopped_gcd(tmp.path(), 75);
     let metrics = run.join("metrics.csv");
     let text = std::fs::read_to_string(&metrics).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();

@@ -14,7 +14,7 @@ use denoise_gym::dsm::DsmPhase;
 use denoise_gym::log::Logger;
 use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
-use denoise_gym::train::{Cadence, Callback, PhaseEnd, RunDir, Trainer, TrainerOptions};
+use denoise_gym::train::{Cadence, Callback, Phase, PhaseEnd, RunDir, Trainer, TrainerOptions};
 use denoise_gym_agents::ddaebm::DdaebmPhase;
 use denoise_gym_envs::Dataset;
 use serde_json::json;
@@ -220,7 +220,6 @@ fn run_phases<D: Backend>(
         dataset: dataset.clone(),
         config: config.clone(),
     }));
-    let root = trainer.run_dir().root.clone();
     let mut summary = json!({});
     let (mut finetune, start_eval) = match start {
         Start::Ddaebm(phase) => return run_ddaebm(trainer, &config, &dataset, phase),
@@ -229,16 +228,11 @@ fn run_phases<D: Backend>(
             (phase, start_eval)
         }
         Start::Pretrain(mut dsm) => {
-            trainer.restore(&mut dsm)?;
             let p = &config.pretrain;
             let cadence = Cadence::new(p.iterations, p.log_every, p.checkpoint_every);
-            let end = trainer.run(&mut dsm, cadence)?;
-            let PhaseEnd::Finished {
-                wall_time_s,
-                iterations,
-            } = end
-            else {
-                return Ok(TrainOutcome::unfinished(&root, end));
+            let (wall_time_s, iterations) = match run_to_end(&mut trainer, &mut dsm, cadence)? {
+                Ok(ran) => ran,
+                Err(unfinished) => return Ok(unfinished),
             };
             if !trainer.run_dir().last_checkpoint().exists() {
                 trainer.save_checkpoint(&dsm, false)?;
@@ -264,16 +258,11 @@ fn run_phases<D: Backend>(
             (finetune, pretrained_eval)
         }
     };
-    trainer.restore(&mut finetune)?;
     let f = &config.finetune;
     let cadence = Cadence::new(f.iterations, f.log_every, f.checkpoint_every);
-    let end = trainer.run(&mut finetune, cadence)?;
-    let PhaseEnd::Finished {
-        wall_time_s,
-        iterations,
-    } = end
-    else {
-        return Ok(TrainOutcome::unfinished(&root, end));
+    let (wall_time_s, iterations) = match run_to_end(&mut trainer, &mut finetune, cadence)? {
+        Ok(ran) => ran,
+        Err(unfinished) => return Ok(unfinished),
     };
     let ebm = calibrate_finetune(&mut finetune, &dataset, &config)?;
     trainer.save_checkpoint(&finetune, false)?;
@@ -306,16 +295,11 @@ fn run_ddaebm<D: Backend>(
     dataset: &Arc<dyn Dataset>,
     mut phase: DdaebmPhase<D>,
 ) -> Result<TrainOutcome> {
-    trainer.restore(&mut phase)?;
     let g = &config.ddaebm;
     let cadence = Cadence::new(g.iterations, g.log_every, g.checkpoint_every);
-    let end = trainer.run(&mut phase, cadence)?;
-    let PhaseEnd::Finished {
-        wall_time_s,
-        iterations,
-    } = end
-    else {
-        return Ok(TrainOutcome::unfinished(&trainer.run_dir().root, end));
+    let (wall_time_s, iterations) = match run_to_end(&mut trainer, &mut phase, cadence)? {
+        Ok(ran) => ran,
+        Err(unfinished) => return Ok(unfinished),
     };
     let mut energy = phase.model.energy.energy_at_zero();
     let ebm = calibrate_energy(&mut energy, dataset, &config.reward, config.run.seed)?;
@@ -337,6 +321,23 @@ fn run_ddaebm<D: Backend>(
         summary["ebm"] = ebm;
     }
     finish(trainer, summary)
+}
+
+/// Restores `phase` when the run resumes in it and runs it to its end: its wall time and
+/// iterations, or the outcome of an invocation that stopped before the end.
+fn run_to_end<D: Backend>(
+    trainer: &mut Trainer<D>,
+    phase: &mut dyn Phase<D>,
+    cadence: Cadence,
+) -> Result<std::result::Result<(f64, u64), TrainOutcome>> {
+    trainer.restore(phase)?;
+    Ok(match trainer.run(phase, cadence)? {
+        PhaseEnd::Finished {
+            wall_time_s,
+            iterations,
+        } => Ok((wall_time_s, iterations)),
+        end => Err(TrainOutcome::unfinished(&trainer.run_dir().root, end)),
+    })
 }
 
 fn finish<D: Backend>(trainer: Trainer<D>, summary: serde_json::Value) -> Result<TrainOutcome> {

@@ -1,6 +1,6 @@
 //! Helpers the CLI test binaries share: running the `dgym` binary and reading its output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `dgym args...` in `cwd`.
@@ -20,4 +20,55 @@ pub fn stdout(out: &Output) -> String {
 /// The process's standard error, lossily decoded.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The shipped config the tiny runs start from.
+#[allow(dead_code)]
+pub fn base_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ddpm-8gaussians.toml")
+}
+
+/// Overrides that make a run take well under a second: 60 DSM steps of a 16-wide,
+/// 1-layer network.
+#[allow(dead_code)]
+pub const TINY: &[&str] = &[
+    "pretrain.iterations=60",
+    "policy.hidden=16",
+    "policy.depth=1",
+    "eval.n_samples=200",
+    "eval.swd_directions=50",
+    "pretrain.log_every=5",
+    "pretrain.checkpoint_every=20",
+    "run.quiet=true",
+];
+
+/// Overrides that add a tiny fine-tuning phase (30 GCD iterations) to [`TINY`].
+#[allow(dead_code)]
+pub const TINY_FINETUNE: &[&str] = &[
+    "finetune.iterations=30",
+    "finetune.batch_size=32",
+    "finetune.log_every=5",
+    "finetune.checkpoint_every=10",
+    "reward.hidden=16",
+    "reward.depth=1",
+    "reward.grid_size=32",
+    "reward.held_out=200",
+    "agent.value_hidden=16",
+    "agent.value_depth=1",
+];
+
+/// `train CONFIG --out OUT --set <set>...`.
+#[allow(dead_code)]
+pub fn train_args_for(config: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "train".to_string(),
+        config.display().to_string(),
+        "--out".to_string(),
+        out.display().to_string(),
+    ];
+    for set in sets {
+        args.push("--set".to_string());
+        args.push(set.to_string());
+    }
+    args
 }
