@@ -10,9 +10,22 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
-use tensorboard_proto::summary::Summary;
+use tensorboard_proto::summary::{
+    Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value,
+};
 
 use crate::error::{Error, Result};
+
+/// A hyperparameter's value, as TensorBoard's HParams dashboard shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HParam {
+    /// A number.
+    Number(f64),
+    /// A string.
+    Text(String),
+    /// A flag.
+    Bool(bool),
+}
 
 /// One logged row: the global step, the training phase, and named scalars
 /// (`group/name`, e.g. `dsm/loss`, `policy/sigma_1`).
@@ -30,6 +43,19 @@ pub trait Logger {
     /// stores it in each checkpoint so that a resume keeps exactly the rows before it.
     fn rows_written(&self) -> Option<usize> {
         None
+    }
+    /// Records the run's hyperparameters for TensorBoard's HParams dashboard (a session
+    /// start). Sinks that cannot show them ignore it.
+    fn log_hparams(&mut self, _hparams: &[(String, HParam)]) -> Result<()> {
+        Ok(())
+    }
+    /// Records the end of the run for the HParams dashboard (`finished`: success).
+    fn log_session_end(&mut self, _finished: bool) -> Result<()> {
+        Ok(())
+    }
+    /// Records a text (Markdown) under `tag` at `step`. Sinks that cannot show text ignore it.
+    fn log_text(&mut self, _step: u64, _tag: &str, _text: &str) -> Result<()> {
+        Ok(())
     }
     /// Records a square RGB8 image (`size × size × 3`, row-major, interleaved) at `step`.
     /// Sinks that cannot show images ignore it.
@@ -69,6 +95,21 @@ impl Logger for MultiLogger {
     }
     fn rows_written(&self) -> Option<usize> {
         self.sinks.iter().find_map(|s| s.rows_written())
+    }
+    fn log_hparams(&mut self, hparams: &[(String, HParam)]) -> Result<()> {
+        self.sinks
+            .iter_mut()
+            .try_for_each(|s| s.log_hparams(hparams))
+    }
+    fn log_session_end(&mut self, finished: bool) -> Result<()> {
+        self.sinks
+            .iter_mut()
+            .try_for_each(|s| s.log_session_end(finished))
+    }
+    fn log_text(&mut self, step: u64, tag: &str, text: &str) -> Result<()> {
+        self.sinks
+            .iter_mut()
+            .try_for_each(|s| s.log_text(step, tag, text))
     }
     fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
         self.sinks
@@ -406,6 +447,50 @@ impl TensorBoardLogger {
     }
 }
 
+fn wall_time() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A summary value of a TensorBoard plugin (`plugin_name`) with its content bytes.
+fn plugin_value(tag: &str, plugin_name: &str, content: Vec<u8>) -> Summary_Value {
+    let mut plugin = SummaryMetadata_PluginData::new();
+    plugin.set_plugin_name(plugin_name.to_string());
+    plugin.set_content(content);
+    let mut metadata = SummaryMetadata::new();
+    metadata.set_plugin_data(plugin);
+    let mut value = Summary_Value::new();
+    value.set_tag(tag.to_string());
+    value.set_metadata(metadata);
+    value
+}
+
+impl TensorBoardLogger {
+    /// An HParams plugin record: an empty tensor whose metadata carries the data.
+    fn write_hparams_data(
+        &mut self,
+        tag: &str,
+        data: &protobuf::ProtobufResult<Vec<u8>>,
+    ) -> Result<()> {
+        let content = data.as_ref().map_err(|e| Error::Log {
+            path: self.path.clone(),
+            message: format!("encoding {tag}: {e}"),
+        })?;
+        let mut tensor = tensorboard_proto::tensor::TensorProto::new();
+        tensor.set_dtype(tensorboard_proto::types::DataType::DT_FLOAT);
+        let mut value = plugin_value(tag, "hparams", content.clone());
+        value.set_tensor(tensor);
+        let mut summary = Summary::new();
+        summary.mut_value().push(value);
+        let mut event = Event::new();
+        event.set_summary(summary);
+        self.write_event(event, Some(0))?;
+        self.flush()
+    }
+}
+
 impl Logger for TensorBoardLogger {
     fn log_scalars(&mut self, step: u64, _phase: &str, scalars: &[(String, f64)]) -> Result<()> {
         let mut summary = Summary::new();
@@ -427,6 +512,57 @@ impl Logger for TensorBoardLogger {
             .get_ref()
             .sync_data()
             .map_err(|e| Error::io(&self.path, e))
+    }
+    fn log_hparams(&mut self, hparams: &[(String, HParam)]) -> Result<()> {
+        use protobuf::well_known_types::Value;
+        use protobuf::Message;
+        use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionStartInfo};
+        let mut start = SessionStartInfo::new();
+        for (name, value) in hparams {
+            let mut v = Value::new();
+            match value {
+                HParam::Number(x) => v.set_number_value(*x),
+                HParam::Text(t) => v.set_string_value(t.clone()),
+                HParam::Bool(b) => v.set_bool_value(*b),
+            }
+            start.mut_hparams().insert(name.clone(), v);
+        }
+        start.set_start_time_secs(wall_time());
+        let mut data = HParamsPluginData::new();
+        data.set_version(0);
+        data.set_session_start_info(start);
+        self.write_hparams_data("_hparams_/session_start_info", &data.write_to_bytes())
+    }
+    fn log_session_end(&mut self, finished: bool) -> Result<()> {
+        use protobuf::Message;
+        use tensorboard_proto::api::Status;
+        use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo};
+        let mut end = SessionEndInfo::new();
+        end.set_status(if finished {
+            Status::STATUS_SUCCESS
+        } else {
+            Status::STATUS_FAILURE
+        });
+        end.set_end_time_secs(wall_time());
+        let mut data = HParamsPluginData::new();
+        data.set_version(0);
+        data.set_session_end_info(end);
+        self.write_hparams_data("_hparams_/session_end_info", &data.write_to_bytes())
+    }
+    fn log_text(&mut self, step: u64, tag: &str, text: &str) -> Result<()> {
+        use tensorboard_proto::tensor::TensorProto;
+        use tensorboard_proto::types::DataType;
+        let mut tensor = TensorProto::new();
+        tensor.set_dtype(DataType::DT_STRING);
+        tensor.mut_string_val().push(text.as_bytes().to_vec());
+        let mut value = plugin_value(tag, "text", Vec::new());
+        value.set_tensor(tensor);
+        let mut summary = Summary::new();
+        summary.mut_value().push(value);
+        let mut event = Event::new();
+        event.set_summary(summary);
+        self.write_event(event, Some(step))?;
+        self.flush()
     }
     fn log_image(&mut self, step: u64, tag: &str, rgb: &[u8], size: usize) -> Result<()> {
         // tensorboard-rs panics on a length mismatch (and reads width and height in an

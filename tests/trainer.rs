@@ -8,7 +8,7 @@ use denoise_gym::agent::Stats;
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{Error, Result};
 use denoise_gym::log::{
-    read_metrics_csv, read_tensorboard_events, read_tensorboard_scalars, CsvRow,
+    read_metrics_csv, read_tensorboard_events, read_tensorboard_scalars, CsvRow, HParam,
 };
 use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::sampler::Sampler;
@@ -231,6 +231,11 @@ fn a_new_run_refuses_a_busy_directory_and_a_resume_restores_only_its_own_phase()
         ..TrainerOptions::default()
     };
     let mut trainer = Trainer::<Cpu>::create(&dir, "x = 1\n", 7, options).unwrap();
+    let hparams = [
+        ("policy.hidden".to_string(), HParam::Number(16.0)),
+        ("finetune.agent".to_string(), HParam::Text("ppo".into())),
+    ];
+    trainer.log_hparams(&hparams, "x = 1").unwrap();
     assert!(trainer
         .run(&mut counter(None), Cadence::new(50, 5, 10))
         .unwrap()
@@ -265,6 +270,37 @@ fn a_new_run_refuses_a_busy_directory_and_a_resume_restores_only_its_own_phase()
         serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run_json["invocations"].as_array().unwrap().len(), 2);
     assert_eq!(run_json["invocations"][1]["resumed_from_step"], 10);
+
+    // The HParams plugin's session start (in the first file) and end (in the last), and
+    // the config as text.
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("tfevents"))
+        .collect();
+    files.sort();
+    let plugin_tags = |path: &Path| -> Vec<(String, String)> {
+        read_tensorboard_events(path)
+            .unwrap()
+            .iter()
+            .filter(|e| e.has_summary())
+            .flat_map(|e| e.get_summary().get_value().to_vec())
+            .filter(|v| v.has_metadata())
+            .map(|v| {
+                let plugin = v
+                    .get_metadata()
+                    .get_plugin_data()
+                    .get_plugin_name()
+                    .to_string();
+                (plugin, v.get_tag().to_string())
+            })
+            .collect()
+    };
+    let first = plugin_tags(&files[0]);
+    assert!(first.contains(&("hparams".into(), "_hparams_/session_start_info".into())));
+    assert!(first.contains(&("text".into(), "config".into())));
+    let last = plugin_tags(files.last().unwrap());
+    assert!(last.contains(&("hparams".into(), "_hparams_/session_end_info".into())));
 }
 
 #[test]

@@ -345,6 +345,33 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// The resolved config flattened to `section.key` hyperparameters for TensorBoard's
+    /// HParams dashboard: numbers, strings and flags as they are, lists as their TOML text;
+    /// unset optional keys left out.
+    pub fn hparams(&self) -> Vec<(String, denoise_gym::log::HParam)> {
+        use denoise_gym::log::HParam;
+        let mut out = Vec::new();
+        let Ok(toml::Value::Table(sections)) = toml::Value::try_from(self) else {
+            return out;
+        };
+        for (section, table) in &sections {
+            let Some(table) = table.as_table() else {
+                continue;
+            };
+            for (key, value) in table {
+                let value = match value {
+                    toml::Value::Integer(i) => HParam::Number(*i as f64),
+                    toml::Value::Float(x) => HParam::Number(*x),
+                    toml::Value::Boolean(b) => HParam::Bool(*b),
+                    toml::Value::String(s) => HParam::Text(s.clone()),
+                    other => HParam::Text(other.to_string()),
+                };
+                out.push((format!("{section}.{key}"), value));
+            }
+        }
+        out
+    }
+
     /// Every section with its docs, for `dgym config`.
     pub fn section_docs() -> Vec<SectionDocs> {
         vec![

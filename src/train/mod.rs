@@ -64,7 +64,7 @@ pub use run_dir::{default_run_dir, RunDir, RunLock};
 use crate::agent::Stats;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::log::{CsvLogger, Logger, MultiLogger, Progress, TensorBoardLogger};
+use crate::log::{CsvLogger, HParam, Logger, MultiLogger, Progress, TensorBoardLogger};
 use crate::sampler::Sampler;
 use crate::tensor::Backend;
 
@@ -328,6 +328,16 @@ impl<D: Backend> Trainer<D> {
         self.callbacks.push(callback);
     }
 
+    /// Records the run's hyperparameters for TensorBoard's HParams dashboard and its
+    /// config as text (tag `config`), so that a directory of runs (a sweep) opened in
+    /// TensorBoard compares them. Call it once, after [`Trainer::create`]; `finish`
+    /// records the session's end.
+    pub fn log_hparams(&mut self, hparams: &[(String, HParam)], config_text: &str) -> Result<()> {
+        self.logger.log_hparams(hparams)?;
+        self.logger
+            .log_text(0, "config", &format!("```toml\n{config_text}\n```"))
+    }
+
     /// The loggers (`metrics.csv` and TensorBoard), for rows outside a phase's loop.
     pub fn logger(&mut self) -> &mut MultiLogger {
         &mut self.logger
@@ -505,6 +515,7 @@ impl<D: Backend> Trainer<D> {
     /// Makes every log durable and writes `summary.json`, last: its presence marks the
     /// run as finished.
     pub fn finish(mut self, summary: serde_json::Value) -> Result<PathBuf> {
+        self.logger.log_session_end(true)?;
         self.logger.sync()?;
         let text = serde_json::to_string_pretty(&summary)
             .map_err(|e| Error::InvalidArgument(format!("summary.json: {e}")))?;

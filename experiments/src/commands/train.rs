@@ -162,12 +162,13 @@ pub fn train_new<D: Backend>(
         )
     };
     let text = denoise_gym::config::to_toml(&config)?;
-    let trainer = Trainer::create(
+    let mut trainer = Trainer::create(
         out,
         &text,
         config.run.seed,
         trainer_options(&config, options),
     )?;
+    trainer.log_hparams(&config.hparams(), &text)?;
     run_phases(dev, trainer, config, dataset, start)
 }
 
