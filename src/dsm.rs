@@ -187,8 +187,6 @@ impl<D: Backend> Phase<D> for DsmPhase<D> {
             &self.optimizer.moment2.iter().collect::<Vec<_>>(),
         );
         let meta = &mut c.metadata;
-        meta.insert("phase".into(), PHASE.into());
-        meta.insert("iteration".into(), self.iteration.to_string());
         meta.insert(
             "pretrain_optim.step".into(),
             self.optimizer.step.to_string(),

@@ -160,17 +160,7 @@ impl CsvLogger {
     /// A last row cut short (a crash or a full disk mid-write: no final newline) is
     /// dropped with a warning; a bad row before it is an error.
     pub fn resume(path: &Path, keep_up_to_step: u64) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        if !text.is_empty() && !text.ends_with('\n') {
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            eprintln!(
-                "warning: {}: dropped a last row cut short ({:?})",
-                path.display(),
-                &text[keep..text.len().min(keep + 60)]
-            );
-            crate::io::write_atomic(path, &text.as_bytes()[..keep])?;
-        }
-        let (columns, mut rows) = read_metrics_csv(path)?;
+        let (columns, mut rows) = read_repairing_last_row(path)?;
         rows.retain(|r| r.step <= keep_up_to_step);
         Self::reopen(path, columns, rows)
     }
@@ -180,11 +170,12 @@ impl CsvLogger {
     /// them rows at the checkpoint's own step, such as a final evaluation), and the
     /// resumed run logs them again. A last row cut short is dropped as in
     /// [`CsvLogger::resume`].
+    ///
     /// The checkpoint is at `step`: a file with fewer than `keep_rows` rows up to it has
     /// lost rows (an error, not a silent gap).
     pub fn resume_at_row(path: &Path, keep_rows: usize, step: u64) -> Result<Self> {
-        let mut logger = Self::resume(path, u64::MAX)?;
-        let before = logger.rows.iter().take_while(|r| r.step <= step).count();
+        let (columns, mut rows) = read_repairing_last_row(path)?;
+        let before = rows.iter().take_while(|r| r.step <= step).count();
         if before < keep_rows {
             return Err(Error::Log {
                 path: path.to_path_buf(),
@@ -193,9 +184,8 @@ impl CsvLogger {
                 ),
             });
         }
-        logger.rows.truncate(keep_rows);
-        logger.rewrite()?;
-        Ok(logger)
+        rows.truncate(keep_rows);
+        Self::reopen(path, columns, rows)
     }
 
     fn reopen(path: &Path, columns: Vec<String>, rows: Vec<CsvRow>) -> Result<Self> {
@@ -294,6 +284,23 @@ impl Logger for CsvLogger {
         }
         Ok(())
     }
+}
+
+/// [`read_metrics_csv`], after dropping a last row cut short (a crash or a full disk
+/// mid-write: no final newline) from the file, with a warning; a bad row before it is
+/// an error.
+fn read_repairing_last_row(path: &Path) -> Result<(Vec<String>, Vec<CsvRow>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        let keep = text.rfind('\n').map_or(0, |i| i + 1);
+        eprintln!(
+            "warning: {}: dropped a last row cut short ({:?})",
+            path.display(),
+            &text[keep..text.len().min(keep + 60)]
+        );
+        crate::io::write_atomic(path, &text.as_bytes()[..keep])?;
+    }
+    read_metrics_csv(path)
 }
 
 /// Reads a `metrics.csv` written by [`CsvLogger`]: the scalar column names and the rows.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use denoise_gym::agent::{Agent, Baseline, Stats};
 use denoise_gym::checkpoint::Checkpoint;
-use denoise_gym::dsm::{DsmConfig, DsmPhase};
+use denoise_gym::dsm::DsmPhase;
 use denoise_gym::ebm::{
     fit_temperature, grid_kl, held_out_nll, ContrastiveConfig, EbmReward, EnergyModel, Grid2d,
 };
@@ -128,17 +128,9 @@ pub fn dsm_phase<D: Backend>(
     config: &TrainConfig,
     dataset: &Arc<dyn Dataset>,
 ) -> Result<DsmPhase<D>> {
-    let p = &config.pretrain;
-    let dsm = DsmConfig {
-        batch_size: p.batch_size,
-        lr: p.lr,
-        betas: p.betas,
-        grad_clip: p.grad_clip,
-        ema_decay: p.ema_decay,
-    };
     Ok(DsmPhase::new(
         build_policy(dev, config, dataset.dim())?,
-        dsm,
+        config.dsm_config(),
         data_batches(dev, dataset),
         Stream::Pretrain.rng(config.run.seed),
     )?)

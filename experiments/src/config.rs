@@ -480,28 +480,13 @@ impl TrainConfig {
                 ),
             ));
         }
+        self.dsm_config().validate().map_err(|e| match e {
+            Error::Config { location, message } => {
+                Error::config(at(&format!("pretrain.{location}")), message)
+            }
+            other => other,
+        })?;
         let pt = &self.pretrain;
-        if pt.batch_size == 0 {
-            return Err(Error::config(
-                at("pretrain.batch_size"),
-                "must be at least 1",
-            ));
-        }
-        if !(0.0..1.0).contains(&pt.ema_decay) {
-            return Err(Error::config(at("pretrain.ema_decay"), "must be in [0, 1)"));
-        }
-        if !(pt.lr > 0.0 && pt.lr.is_finite()) {
-            return Err(Error::config(
-                at("pretrain.lr"),
-                "must be a positive number",
-            ));
-        }
-        if pt.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-            return Err(Error::config(
-                at("pretrain.betas"),
-                "each beta must be in [0, 1)",
-            ));
-        }
         if pt.log_every == 0 || pt.checkpoint_every == 0 {
             return Err(Error::config(
                 at("pretrain.log_every / checkpoint_every"),
@@ -945,6 +930,18 @@ impl TrainConfig {
 }
 
 impl TrainConfig {
+    /// DSM pretraining's settings.
+    pub fn dsm_config(&self) -> denoise_gym::dsm::DsmConfig {
+        let p = &self.pretrain;
+        denoise_gym::dsm::DsmConfig {
+            batch_size: p.batch_size,
+            lr: p.lr,
+            betas: p.betas,
+            grad_clip: p.grad_clip,
+            ema_decay: p.ema_decay,
+        }
+    }
+
     /// REINFORCE's options (shared by every score-function agent).
     pub fn reinforce_config(&self) -> denoise_gym_agents::ReinforceConfig {
         let a = &self.agent;
