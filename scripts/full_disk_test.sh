@@ -15,7 +15,7 @@ sets=(--set pretrain.iterations=60 --set policy.hidden=16 --set policy.depth=1
       --set pretrain.checkpoint_every=20 --set run.quiet=true --set finetune.iterations=30
       --set finetune.batch_size=32 --set finetune.log_every=5 --set finetune.checkpoint_every=10
       --set reward.hidden=16 --set reward.depth=1 --set reward.grid_size=32
-      --set reward.held_out=200 --set agent.value_hidden=16 --set agent.value_depth=1)
+      --set reward.held_out=200 --set value_baseline.hidden=16 --set value_baseline.depth=1)
 config=experiments/configs/ddpm-8gaussians.toml
 "$dgym" train "$config" --out "$work/straight" "${sets[@]}" > /dev/null
 size_kb=$(du -sk "$work/straight" | cut -f1)

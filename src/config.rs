@@ -70,9 +70,9 @@ macro_rules! config_section {
 /// A section's name, doc and field docs, for [`render_documented`].
 pub struct SectionDocs {
     /// The TOML table name.
-    pub name: &'static str,
+    pub name: String,
     /// One line about the section.
-    pub doc: &'static str,
+    pub doc: String,
     /// `(field, doc)` pairs.
     pub fields: Vec<(&'static str, String)>,
 }
@@ -89,27 +89,30 @@ pub fn load<C: DeserializeOwned + Serialize + Default>(
     overrides: &[String],
 ) -> Result<C> {
     let config: C = match path {
-        Some(path) => {
-            let size = std::fs::metadata(path)
-                .map_err(|e| Error::io(path, e))?
-                .len();
-            if size > MAX_CONFIG_BYTES {
-                return Err(Error::config(
-                    path.display().to_string(),
-                    format!("{size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"),
-                ));
-            }
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            toml::from_str(&text).map_err(|e| {
-                Error::config(
-                    path.display().to_string(),
-                    e.to_string().trim_end().replace('\n', "\n    "),
-                )
-            })?
-        }
+        Some(path) => parse(&path.display().to_string(), &read_text(path)?)?,
         None => C::default(),
     };
     apply_overrides(config, overrides)
+}
+
+/// The text of a config file, refused when larger than [`MAX_CONFIG_BYTES`].
+pub fn read_text(path: &Path) -> Result<String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(Error::config(
+            path.display().to_string(),
+            format!("{size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// Parses config text; errors name `file` with line and column.
+pub fn parse<C: DeserializeOwned>(file: &str, text: &str) -> Result<C> {
+    toml::from_str(text)
+        .map_err(|e| Error::config(file, e.to_string().trim_end().replace('\n', "\n    ")))
 }
 
 /// Applies `section.key=value` overrides to a config.
@@ -214,7 +217,7 @@ pub fn render_documented<C: Serialize>(config: &C, sections: &[SectionDocs]) -> 
         .map_err(|e| Error::InvalidArgument(format!("config does not serialise: {e}")))?;
     let mut out = String::new();
     for section in sections {
-        let Some(table) = value.get(section.name).and_then(|v| v.as_table()) else {
+        let Some(table) = value.get(&section.name).and_then(|v| v.as_table()) else {
             continue;
         };
         out.push_str(&format!("# {}\n[{}]\n", section.doc, section.name));

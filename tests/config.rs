@@ -84,8 +84,8 @@ fn rendering_shows_every_field_with_its_doc() {
     let text = render_documented(
         &Top::default(),
         &[SectionDocs {
-            name: "inner",
-            doc: "A test section.",
+            name: "inner".to_string(),
+            doc: "A test section.".to_string(),
             fields: Inner::field_docs(),
         }],
     )

@@ -1,5 +1,5 @@
 //! The run loop as a library: a user's own agent trains DSM then GCD through `Trainer`
-//! (examples/gcd_custom_agent.rs), stopped and resumed to the same numbers; a user's
+//! (examples/custom_agent.rs), stopped and resumed to the same numbers; a user's
 //! own `Phase`; the trainer's guards.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ use denoise_gym::train::{Cadence, Phase, PhaseEnd, Trainer, TrainerOptions};
 use dfdx::prelude::*;
 
 #[allow(dead_code)]
-#[path = "../examples/gcd_custom_agent.rs"]
+#[path = "../examples/custom_agent.rs"]
 mod example;
 
 use example::{train, Settings};
@@ -321,12 +321,10 @@ fn the_irl_phase_refuses_zero_reward_updates() {
             &dev,
             2,
             2,
-            denoise_gym_agents::ValueBaselineSpec {
+            &denoise_gym_agents::ValueBaselineConfig {
                 hidden: 8,
                 depth: 1,
-                time_embed_dim: 16,
-                lr: 1e-3,
-                steps_per_batch: 1,
+                ..Default::default()
             },
             &mut rng,
         )

@@ -14,14 +14,17 @@ use denoise_gym::tensor::{matrix, Backend, Matrix};
 use dfdx::prelude::*;
 use rand::Rng;
 
-/// The baseline names a config may use.
-pub const BASELINES: &[&str] = &[
-    "none",
-    "batch_mean",
-    "ema",
-    "leave_one_out",
-    "value",
-    "group_normalized",
+/// The baselines [`make_baseline`] builds: `(name, one-line doc)`.
+pub const BASELINES: &[(&str, &str)] = &[
+    ("none", "A = G"),
+    ("batch_mean", "the batch mean of G_t"),
+    ("ema", "an exponential moving average of G_t"),
+    ("leave_one_out", "the mean of the other samples' G_t (RLOO)"),
+    ("value", "a learned V(x_t, t) ([value_baseline])"),
+    (
+        "group_normalized",
+        "(G_t - mean) / std over the batch (GRPO-style)",
+    ),
 ];
 
 /// Per-step mean of the returns (`n_steps` values, step-major like the returns).
@@ -136,7 +139,7 @@ impl<D: Backend> Baseline<D> for LeaveOneOut {
         let n = batch.batch_size;
         if n < 2 {
             return Err(Error::config(
-                "agent.baseline",
+                "finetune.baseline",
                 format!("leave_one_out needs a batch of at least 2 samples, got {n}"),
             ));
         }
@@ -288,19 +291,20 @@ impl<D: Backend> Baseline<D> for ValueBaseline<D> {
     }
 }
 
-/// Settings of the `value` baseline's network.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ValueBaselineSpec {
-    /// Hidden width.
-    pub hidden: usize,
-    /// Hidden layers.
-    pub depth: usize,
-    /// Dimension of the sinusoidal embedding of `t` in the value network's input.
-    pub time_embed_dim: usize,
-    /// Adam learning rate.
-    pub lr: f64,
-    /// Optimiser steps per batch.
-    pub steps_per_batch: usize,
+denoise_gym::config_section! {
+    /// The `[value_baseline]` section: the network of the `value` baseline (docs/algorithms.md §4.1).
+    pub struct ValueBaselineConfig {
+        /// Hidden width of the value baseline's network.
+        pub hidden: usize = 128,
+        /// Hidden layers of the value baseline's network.
+        pub depth: usize = 2,
+        /// Dimension of the sinusoidal embedding of t in the value baseline's input.
+        pub time_embed_dim: usize = 16,
+        /// Adam learning rate of the value baseline.
+        pub lr: f64 = 1e-3,
+        /// Value-baseline optimiser steps per batch.
+        pub steps: usize = 1,
+    }
 }
 
 /// Builds a baseline by its config name.
@@ -309,7 +313,7 @@ pub fn make_baseline<D: Backend>(
     dev: &D,
     dim: usize,
     n_steps: usize,
-    value: ValueBaselineSpec,
+    value: &ValueBaselineConfig,
     rng: &mut impl Rng,
 ) -> Result<Box<dyn Baseline<D>>> {
     Ok(match name {
@@ -326,15 +330,19 @@ pub fn make_baseline<D: Backend>(
             value.depth,
             value.time_embed_dim,
             value.lr,
-            value.steps_per_batch,
+            value.steps,
             rng,
         )?),
         other => {
             return Err(Error::config(
-                "agent.baseline",
+                "finetune.baseline",
                 format!(
                     "unknown baseline {other:?}; expected one of {}",
-                    BASELINES.join(", ")
+                    BASELINES
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ))
         }

@@ -20,9 +20,7 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 
-use denoise_gym::agent::{
-    returns_to_go, Agent, MaxEntCoefficients, Stats, VelocityScale, VelocityScaleKind,
-};
+use denoise_gym::agent::{returns_to_go, Agent, MaxEntCoefficients, Stats, VelocityScale};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{ensure_finite, Error, Result};
 use denoise_gym::nn::{with_time_embedding, Activation, Mlp, Parameterized};
@@ -37,7 +35,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::reinforce::policy_learning_rates;
+use crate::reinforce::{policy_learning_rates, ReinforceConfig};
 
 /// A scalar loss carrying its gradient tape.
 pub type TracedScalar<D> = Tensor<(), f32, D, OwnedTape<f32, D>>;
@@ -57,75 +55,41 @@ pub enum ValueTarget {
     TerminalEnergy,
 }
 
-/// DxDP's hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DxdpConfig {
-    /// Adam learning rate of the ε-network.
-    pub lr: f64,
-    /// Adam learning rate of the `log σ_t`.
-    pub lr_log_sigma: f64,
-    /// Adam betas of the policy.
-    pub betas: [f64; 2],
-    /// Global gradient-norm clip of the policy update (0 = off; DxMI uses 0.1).
-    pub grad_clip: f64,
-    /// `τ_H` and `τ_v` (both divided by d).
-    pub coefficients: MaxEntCoefficients,
-    /// Adaptive or fixed `s_t²`.
-    pub velocity_scale: VelocityScaleKind,
-    /// `s_t²` of the fixed scale.
-    pub velocity_scale_value: f64,
-    /// Hidden width of `V_ψ`.
-    pub value_hidden: usize,
-    /// Hidden layers of `V_ψ`.
-    pub value_depth: usize,
-    /// Hidden non-linearity of `V_ψ`.
-    pub value_activation: Activation,
-    /// Dimension of `V_ψ`'s sinusoidal time embedding.
-    pub value_time_embed_dim: usize,
-    /// Adam learning rate of `V_ψ`.
-    pub value_lr: f64,
-    /// Global gradient-norm clip of each value step (0 = off).
-    pub value_grad_clip: f64,
-    /// The TD target.
-    pub value_target: ValueTarget,
-    /// States `(x_t, t)` per policy step, drawn without replacement from the rollout's
-    /// `T·B` (0 = all of them).
-    pub policy_batch: usize,
-}
-
-impl Default for DxdpConfig {
-    fn default() -> Self {
-        Self {
-            lr: 1e-4,
-            lr_log_sigma: 1e-3,
-            betas: [0.9, 0.999],
-            grad_clip: 0.1,
-            coefficients: MaxEntCoefficients {
-                tau_entropy: 0.1,
-                tau_velocity: 0.01,
-            },
-            velocity_scale: VelocityScaleKind::Adaptive,
-            velocity_scale_value: 1.0,
-            value_hidden: 128,
-            value_depth: 3,
-            value_activation: Activation::Silu,
-            value_time_embed_dim: 16,
-            value_lr: 1e-3,
-            value_grad_clip: 0.0,
-            value_target: ValueTarget::RunningCosts,
-            policy_batch: 0,
-        }
+denoise_gym::config_section! {
+    /// The `[dxdp]` section: DxDP's own settings (docs/algorithms.md §4.2); its learning
+    /// rates, betas, tau_entropy, tau_velocity and velocity scale are `[agent]`'s
+    /// ([`ReinforceConfig`]), as PPO's are.
+    pub struct DxdpConfig {
+        /// Global gradient-norm clip of the policy update (DxMI: 0.1; replaces agent.grad_clip).
+        pub grad_clip: f64 = 0.1,
+        /// Hidden width of the value V_psi(x, t).
+        pub value_hidden: usize = 128,
+        /// Hidden layers of the value.
+        pub value_depth: usize = 3,
+        /// Dimension of the sinusoidal embedding of t in the value's input.
+        pub value_time_embed_dim: usize = 16,
+        /// Hidden non-linearity of the value: silu or relu.
+        pub value_activation: Activation = Activation::Silu,
+        /// Adam learning rate of the value.
+        pub value_lr: f64 = 1e-3,
+        /// Global gradient-norm clip of each value step (0 = off).
+        pub value_grad_clip: f64 = 0.0,
+        /// TD target: running_costs (docs/algorithms.md: V(x_{t-1}, t-1) + velocity cost - entropy) or terminal_energy (DxMI's trainer: V(x_{t-1}, t-1) only).
+        pub value_target: ValueTarget = ValueTarget::RunningCosts,
+        /// States (x_t, t) per policy step, drawn from the rollout's T*B (0 = all).
+        pub policy_batch: usize = 0,
     }
 }
 
 impl DxdpConfig {
-    /// Checks the ranges a config file cannot express.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the ranges a config file cannot express, of this section and of the
+    /// `[agent]` settings DxDP reads (`agent` names those keys `agent.*`).
+    pub fn validate(&self, agent: &ReinforceConfig) -> Result<()> {
         let positive = [
-            ("lr", self.lr),
-            ("lr_log_sigma", self.lr_log_sigma),
+            ("agent.lr", agent.lr),
+            ("agent.lr_log_sigma", agent.lr_log_sigma),
             ("value_lr", self.value_lr),
-            ("velocity_scale_value", self.velocity_scale_value),
+            ("agent.velocity_scale_value", agent.velocity_scale_value),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0) {
@@ -135,8 +99,8 @@ impl DxdpConfig {
         let non_negative = [
             ("grad_clip", self.grad_clip),
             ("value_grad_clip", self.value_grad_clip),
-            ("tau_entropy", self.coefficients.tau_entropy),
-            ("tau_velocity", self.coefficients.tau_velocity),
+            ("agent.tau_entropy", agent.tau_entropy),
+            ("agent.tau_velocity", agent.tau_velocity),
         ];
         for (key, value) in non_negative {
             if !(value.is_finite() && value >= 0.0) {
@@ -227,7 +191,9 @@ pub struct Dxdp<D: Backend> {
     pub reward: SharedDifferentiableReward<D>,
     /// The velocity cost's `s_t²`.
     pub velocity: VelocityScale,
-    /// Hyper-parameters.
+    /// The shared `[agent]` settings: learning rates, betas, `τ_H`, `τ_v`, velocity scale.
+    pub agent: ReinforceConfig,
+    /// DxDP's own hyper-parameters.
     pub config: DxdpConfig,
 }
 
@@ -236,10 +202,11 @@ impl<D: Backend> Dxdp<D> {
     pub fn new(
         policy: GaussianPolicy<D>,
         reward: SharedDifferentiableReward<D>,
+        agent: ReinforceConfig,
         config: DxdpConfig,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        config.validate()?;
+        config.validate(&agent)?;
         if reward.borrow().dim() != policy.dim() {
             return Err(Error::InvalidArgument(format!(
                 "dxdp: the reward takes {}-dimensional samples, the policy makes {}",
@@ -249,9 +216,9 @@ impl<D: Backend> Dxdp<D> {
         }
         let optimizer = Adam::new(
             &policy.parameters(),
-            policy_learning_rates(&policy, config.lr, config.lr_log_sigma),
+            policy_learning_rates(&policy, agent.lr, agent.lr_log_sigma),
             AdamConfig {
-                betas: config.betas,
+                betas: agent.betas,
                 ..AdamConfig::default()
             },
         )?;
@@ -269,9 +236,9 @@ impl<D: Backend> Dxdp<D> {
             AdamConfig::default(),
         )?;
         let velocity = VelocityScale::new(
-            config.velocity_scale,
+            agent.velocity_scale,
             policy.schedule(),
-            config.velocity_scale_value,
+            agent.velocity_scale_value,
         );
         Ok(Self {
             policy,
@@ -280,6 +247,7 @@ impl<D: Backend> Dxdp<D> {
             value_optimizer,
             reward,
             velocity,
+            agent,
             config,
         })
     }
@@ -312,7 +280,7 @@ impl<D: Backend> Dxdp<D> {
         let MaxEntCoefficients {
             tau_entropy,
             tau_velocity,
-        } = self.config.coefficients;
+        } = self.agent.coefficients();
         let per_dim_entropy = (self.policy.sigmas()[t - 1] as f64).ln() + HALF_LOG_TWO_PI_E;
         let velocity_weight = tau_velocity / (2.0 * self.velocity.get(t) * d);
         let squared =
@@ -362,7 +330,7 @@ impl<D: Backend> Dxdp<D> {
         let MaxEntCoefficients {
             tau_entropy,
             tau_velocity,
-        } = self.config.coefficients;
+        } = self.agent.coefficients();
         let mean = self.policy.mean(x_t.clone().traced(Gradients::leaky()), ts);
         let log_sigma = self.policy.log_sigma_at::<OwnedTape<f32, D>>(ts);
         let sigma = log_sigma
@@ -497,7 +465,7 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
             n_steps,
             dim,
             &self.velocity,
-            self.config.coefficients.tau_velocity,
+            self.agent.tau_velocity,
         )?;
         self.velocity.observe(&squared_lengths, batch, dim);
         let entropy: f64 = (1..=n_steps).map(|t| self.policy.entropy(t) as f64).sum();
@@ -508,7 +476,7 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
             ("policy/entropy".to_string(), entropy),
             (
                 "policy/entropy_term".to_string(),
-                self.config.coefficients.tau_entropy * entropy / (dim * n_steps) as f64,
+                self.agent.tau_entropy * entropy / (dim * n_steps) as f64,
             ),
             ("policy/velocity_cost".to_string(), velocity_cost),
         ]);

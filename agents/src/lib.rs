@@ -14,10 +14,7 @@ pub mod dxdp;
 pub mod ppo;
 pub mod reinforce;
 
-pub use baselines::{make_baseline, ValueBaselineSpec, BASELINES};
+pub use baselines::{make_baseline, ValueBaselineConfig, BASELINES};
 pub use dxdp::{Dxdp, DxdpConfig, TimeConditionedValue, ValueTarget};
 pub use ppo::{Ppo, PpoConfig};
 pub use reinforce::{Reinforce, ReinforceConfig, ScoredBatch};
-
-/// The agent names a config may use.
-pub const AGENTS: &[&str] = &["reinforce", "ppo", "dxdp"];

@@ -21,31 +21,20 @@ use denoise_gym::rollout::Rollout;
 use denoise_gym::tensor::{matrix, vector, Backend, Matrix};
 use dfdx::prelude::*;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 
 use crate::reinforce::{Reinforce, ReinforceConfig, ScoredBatch};
 
-/// PPO's own hyper-parameters (the rest are [`ReinforceConfig`]'s).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PpoConfig {
-    /// The clip range `ε` of the ratio.
-    pub clip: f64,
-    /// Passes `K_epochs` over the batch per rollout.
-    pub epochs: usize,
-    /// (sample, step) pairs per minibatch; `None`: all fine-tuned pairs of the batch.
-    pub minibatch_size: Option<usize>,
-    /// Stop the epochs early once a minibatch's `approx_kl` exceeds this (`None`: never).
-    pub target_kl: Option<f64>,
-}
-
-impl Default for PpoConfig {
-    fn default() -> Self {
-        Self {
-            clip: 0.2,
-            epochs: 4,
-            minibatch_size: None,
-            target_kl: None,
-        }
+denoise_gym::config_section! {
+    /// The `[ppo]` section: PPO's own settings (the rest are `[agent]`'s, [`ReinforceConfig`]).
+    pub struct PpoConfig {
+        /// Clip range epsilon of the ratio, in (0, 1).
+        pub clip: f64 = 0.2,
+        /// Epochs (passes) over each rollout.
+        pub epochs: usize = 4,
+        /// (sample, step) pairs per minibatch, at most finetune.batch_size x ft_steps; absent = all pairs in one minibatch.
+        pub minibatch_size: Option<usize> = None,
+        /// Stop an update's epochs once a minibatch's approx_kl exceeds this (> 0; absent = never).
+        pub target_kl: Option<f64> = None,
     }
 }
 
@@ -54,23 +43,23 @@ impl PpoConfig {
     pub fn validate(&self) -> Result<()> {
         if !(self.clip.is_finite() && self.clip > 0.0 && self.clip < 1.0) {
             return Err(Error::config(
-                "ppo_clip",
+                "clip",
                 format!("must be in (0, 1), got {}", self.clip),
             ));
         }
         if self.epochs == 0 {
-            return Err(Error::config("ppo_epochs", "must be at least 1"));
+            return Err(Error::config("epochs", "must be at least 1"));
         }
         if self.minibatch_size == Some(0) {
             return Err(Error::config(
-                "ppo_minibatch_size",
+                "minibatch_size",
                 "must be at least 1 (leave the key out for one minibatch of all pairs)",
             ));
         }
         if let Some(kl) = self.target_kl {
             if !(kl.is_finite() && kl > 0.0) {
                 return Err(Error::config(
-                    "ppo_target_kl",
+                    "target_kl",
                     format!("must be a number > 0 (leave the key out for no early stop), got {kl}"),
                 ));
             }
@@ -82,7 +71,7 @@ impl PpoConfig {
     pub fn check_minibatch(&self, pairs: usize) -> Result<()> {
         match self.minibatch_size {
             Some(size) if size > pairs => Err(Error::config(
-                "ppo_minibatch_size",
+                "minibatch_size",
                 format!(
                     "{size} is larger than the batch: it must be at most the number of \
                      (sample, step) pairs per rollout, batch_size × ft_steps = {pairs}"

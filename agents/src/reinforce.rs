@@ -28,41 +28,51 @@ use denoise_gym::rng::{normal_matrix, ProjectRng};
 use denoise_gym::rollout::Rollout;
 use denoise_gym::tensor::{matrix, vector, Backend, Matrix, Vector};
 use dfdx::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// REINFORCE's hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReinforceConfig {
-    /// Adam learning rate of the ε-network.
-    pub lr: f64,
-    /// Adam learning rate of the `log σ_t` (their own parameter group).
-    pub lr_log_sigma: f64,
-    /// Adam betas.
-    pub betas: [f64; 2],
-    /// Global gradient-norm clip (0 = off).
-    pub grad_clip: f64,
-    /// Normalise advantages to zero mean and unit std over the whole batch.
-    pub normalize_advantages: bool,
-    /// Clip advantages to `|A| ≤ clip_advantages` (0 = off; docs/algorithms.md suggests 5).
-    pub clip_advantages: f64,
-    /// `τ_H` and `τ_v`.
-    pub coefficients: MaxEntCoefficients,
-    /// Adaptive or fixed `s_t²`.
-    pub velocity_scale: VelocityScaleKind,
-    /// `s_t²` of the fixed scale.
-    pub velocity_scale_value: f64,
-    /// Fine-tune only the last `ft_steps` denoising steps `t = ft_steps..1`; the earlier
-    /// ones keep the pretrained network and `σ_t` (DPPO). `None`: all T steps.
-    pub ft_steps: Option<usize>,
-    /// Discount `γ` across denoising steps in the return-to-go, in `(0, 1]`.
-    pub gamma_denoising: f64,
-    /// Floor on `σ_t` when sampling (`None`: none).
-    pub min_sigma_sample: Option<f64>,
-    /// Floor on `σ_t` when scoring `log π` (`None`: none).
-    pub min_sigma_logprob: Option<f64>,
+denoise_gym::config_section! {
+    /// The `[agent]` section: the settings every score-function agent shares (REINFORCE's
+    /// whole config; PPO and DxDP read it beside their own `[ppo]` and `[dxdp]` sections).
+    pub struct ReinforceConfig {
+        /// Adam learning rate of the eps-network.
+        pub lr: f64 = 1e-4,
+        /// Adam learning rate of log sigma_t (its own parameter group).
+        pub lr_log_sigma: f64 = 1e-3,
+        /// Adam betas.
+        pub betas: [f64; 2] = [0.9, 0.999],
+        /// Global gradient-norm clip (0 = off).
+        pub grad_clip: f64 = 1.0,
+        /// Normalise advantages to zero mean, unit std.
+        pub normalize_advantages: bool = false,
+        /// Clip advantages to |A| <= clip_advantages (0 = off).
+        pub clip_advantages: f64 = 0.0,
+        /// tau_entropy (tau_H): weight of the per-step entropy, divided by d.
+        pub tau_entropy: f64 = 0.1,
+        /// tau_velocity (tau_v): weight of the velocity cost, divided by d. tau_entropy = tau_velocity = 0 is the IPM baseline.
+        pub tau_velocity: f64 = 0.01,
+        /// Scale s_t^2 of the velocity cost: adaptive (running average of the step size) or fixed.
+        pub velocity_scale: VelocityScaleKind = VelocityScaleKind::Adaptive,
+        /// s_t^2 of the fixed velocity scale.
+        pub velocity_scale_value: f64 = 1.0,
+        /// Fine-tune only the last ft_steps denoising steps t = ft_steps..1 (DPPO); the earlier steps keep the pretrained network and sigma_t. In 1..=T; absent = all T steps.
+        pub ft_steps: Option<usize> = None,
+        /// Discount across denoising steps in the return-to-go, G_t = sum_{t' <= t} gamma^(t - t') r_t', in (0, 1].
+        pub gamma_denoising: f64 = 1.0,
+        /// Floor on sigma_t when sampling (> 0; absent = no floor).
+        pub min_sigma_sample: Option<f64> = None,
+        /// Floor on sigma_t when scoring log pi (> 0; absent = no floor).
+        pub min_sigma_logprob: Option<f64> = None,
+    }
 }
 
 impl ReinforceConfig {
+    /// `tau_entropy` and `tau_velocity` as the objective's coefficients.
+    pub fn coefficients(&self) -> MaxEntCoefficients {
+        MaxEntCoefficients {
+            tau_entropy: self.tau_entropy,
+            tau_velocity: self.tau_velocity,
+        }
+    }
+
     /// Checks the diffusion-RL options against a sampler of `n_steps` steps; errors name
     /// the config key.
     pub fn validate(&self, n_steps: usize) -> Result<()> {
@@ -97,29 +107,6 @@ impl ReinforceConfig {
             }
         }
         Ok(())
-    }
-}
-
-impl Default for ReinforceConfig {
-    fn default() -> Self {
-        Self {
-            lr: 1e-4,
-            lr_log_sigma: 1e-3,
-            betas: [0.9, 0.999],
-            grad_clip: 1.0,
-            normalize_advantages: false,
-            clip_advantages: 0.0,
-            coefficients: MaxEntCoefficients {
-                tau_entropy: 0.1,
-                tau_velocity: 0.01,
-            },
-            velocity_scale: VelocityScaleKind::Adaptive,
-            velocity_scale_value: 1.0,
-            ft_steps: None,
-            gamma_denoising: 1.0,
-            min_sigma_sample: None,
-            min_sigma_logprob: None,
-        }
     }
 }
 
@@ -282,7 +269,7 @@ impl<D: Backend> Reinforce<D> {
             n_steps,
             dim,
             &self.velocity,
-            self.config.coefficients.tau_velocity,
+            self.config.tau_velocity,
             self.config.gamma_denoising,
         )?;
         let advantages = self.baseline.advantages(&ReturnBatch {
@@ -314,7 +301,7 @@ impl<D: Backend> Reinforce<D> {
 
     /// The entropy bonus `(τ_H/d) Σ_t H_t` as a differentiable scalar.
     pub fn entropy_objective(&self) -> Tensor<(), f32, D, OwnedTape<f32, D>> {
-        let weight = self.config.coefficients.tau_entropy / self.policy.dim() as f64;
+        let weight = self.config.tau_entropy / self.policy.dim() as f64;
         self.policy.entropy_sum::<OwnedTape<f32, D>>() * weight as f32
     }
 

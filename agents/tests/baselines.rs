@@ -13,7 +13,7 @@ use denoise_gym::tensor::{matrix, vector, Matrix};
 use denoise_gym_agents::baselines::{
     BatchMean, EmaBaseline, GroupNormalized, LeaveOneOut, NoBaseline, ValueBaseline,
 };
-use denoise_gym_agents::{make_baseline, ValueBaselineSpec, BASELINES};
+use denoise_gym_agents::{make_baseline, ValueBaselineConfig, BASELINES};
 use dfdx::prelude::*;
 
 const T: usize = 2;
@@ -56,13 +56,13 @@ fn assert_close(actual: &[f32], expected: &[f64], tol: f64) {
     }
 }
 
-fn value_spec() -> ValueBaselineSpec {
-    ValueBaselineSpec {
+fn value_spec() -> ValueBaselineConfig {
+    ValueBaselineConfig {
         hidden: 16,
         depth: 2,
         time_embed_dim: 16,
         lr: 1e-2,
-        steps_per_batch: 1,
+        steps: 1,
     }
 }
 
@@ -333,16 +333,16 @@ fn make_baseline_builds_every_name_and_rejects_unknown_ones() {
     let dev = Cpu::default();
     let mut rng = seeded(0, 0);
     assert_eq!(BASELINES.len(), 6);
-    for &name in BASELINES {
-        let baseline = make_baseline::<Cpu>(name, &dev, 2, 3, value_spec(), &mut rng).unwrap();
+    for &(name, _) in BASELINES {
+        let baseline = make_baseline::<Cpu>(name, &dev, 2, 3, &value_spec(), &mut rng).unwrap();
         assert_eq!(baseline.name(), name);
     }
-    let err = make_baseline::<Cpu>("rloo", &dev, 2, 3, value_spec(), &mut rng)
+    let err = make_baseline::<Cpu>("rloo", &dev, 2, 3, &value_spec(), &mut rng)
         .err()
         .expect("an unknown baseline is an error")
         .to_string();
     assert!(err.contains("rloo"), "{err}");
-    for &name in BASELINES {
+    for &(name, _) in BASELINES {
         assert!(err.contains(name), "{err} should list {name}");
     }
 }

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use denoise_gym::agent::{Agent, MaxEntCoefficients, VelocityScaleKind};
+use denoise_gym::agent::{Agent, VelocityScaleKind};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::EnergyModel;
 use denoise_gym::nn::{Activation, Parameterized};
@@ -15,7 +15,7 @@ use denoise_gym::rng::{normal_matrix, seeded};
 use denoise_gym::rollout::Rollout;
 use denoise_gym::schedule::{Schedule, ScheduleKind};
 use denoise_gym::tensor::{matrix, vector, Matrix};
-use denoise_gym_agents::{Dxdp, DxdpConfig, ValueTarget};
+use denoise_gym_agents::{Dxdp, DxdpConfig, ReinforceConfig, ValueTarget};
 use dfdx::prelude::*;
 
 const HALF_LOG_TWO_PI_E: f64 = 1.418_938_533_204_672_7;
@@ -47,10 +47,34 @@ fn energy(seed: u64) -> Rc<RefCell<EnergyModel<Cpu>>> {
 }
 
 fn agent(n_steps: usize, config: DxdpConfig) -> (Dxdp<Cpu>, Rc<RefCell<EnergyModel<Cpu>>>) {
+    agent_with(n_steps, ReinforceConfig::default(), config)
+}
+
+/// DxDP with the `[agent]` settings `shared` (learning rates, τ_H, τ_v, velocity scale).
+fn agent_with(
+    n_steps: usize,
+    shared: ReinforceConfig,
+    config: DxdpConfig,
+) -> (Dxdp<Cpu>, Rc<RefCell<EnergyModel<Cpu>>>) {
     let model = energy(7);
     let reward: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = model.clone();
-    let agent = Dxdp::new(policy(n_steps, 3), reward, config, &mut seeded(5, 2)).unwrap();
+    let agent = Dxdp::new(
+        policy(n_steps, 3),
+        reward,
+        shared,
+        config,
+        &mut seeded(5, 2),
+    )
+    .unwrap();
     (agent, model)
+}
+
+fn coefficients(tau_entropy: f64, tau_velocity: f64) -> ReinforceConfig {
+    ReinforceConfig {
+        tau_entropy,
+        tau_velocity,
+        ..ReinforceConfig::default()
+    }
 }
 
 fn small_config() -> DxdpConfig {
@@ -81,14 +105,7 @@ fn two_step_rollout() -> Rollout<Cpu> {
 
 #[test]
 fn td_target_on_a_hand_made_two_step_trajectory() {
-    let config = DxdpConfig {
-        coefficients: MaxEntCoefficients {
-            tau_entropy: 0.3,
-            tau_velocity: 0.2,
-        },
-        ..small_config()
-    };
-    let (agent, model) = agent(2, config);
+    let (agent, model) = agent_with(2, coefficients(0.3, 0.2), small_config());
     let rollout = two_step_rollout();
     let sigmas = agent.policy.sigmas();
     let schedule = agent.policy.schedule().clone();
@@ -178,14 +195,7 @@ fn loss_value(agent: &Dxdp<Cpu>, x: &Matrix<Cpu>, ts: &[usize], noise: &Matrix<C
 
 #[test]
 fn pathwise_gradient_matches_finite_differences() {
-    let config = DxdpConfig {
-        coefficients: MaxEntCoefficients {
-            tau_entropy: 0.1,
-            tau_velocity: 0.05,
-        },
-        ..small_config()
-    };
-    let (mut agent, _) = agent(3, config);
+    let (mut agent, _) = agent_with(3, coefficients(0.1, 0.05), small_config());
     let dev = Cpu::default();
     let mut rng = seeded(11, 0);
     // Rows at every step, so the gradient flows through V_ψ (t = 2, 3) and E_φ (t = 1).
@@ -247,21 +257,20 @@ fn sigma_moves_toward_the_balance_of_entropy_and_velocity_pulls() {
     for s2_over_sigma2 in [9.0, 1.0 / 9.0] {
         let p = policy(3, 3);
         let sigma_2 = p.sigmas()[1] as f64;
-        let config = DxdpConfig {
-            coefficients: MaxEntCoefficients {
-                tau_entropy: 1.0,
-                tau_velocity: 1.0,
-            },
+        let shared = ReinforceConfig {
             velocity_scale: VelocityScaleKind::Fixed,
             velocity_scale_value: s2_over_sigma2 * sigma_2 * sigma_2,
             lr: 1e-12,
             lr_log_sigma: 1e-2,
+            ..coefficients(1.0, 1.0)
+        };
+        let config = DxdpConfig {
             grad_clip: 0.0,
             ..small_config()
         };
         let model = energy(7);
         let reward: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = model;
-        let mut agent = Dxdp::new(p, reward, config, &mut seeded(5, 2)).unwrap();
+        let mut agent = Dxdp::new(p, reward, shared, config, &mut seeded(5, 2)).unwrap();
         let dev = Cpu::default();
         let mut rng = seeded(1, 1);
         let states: Vec<Matrix<Cpu>> = (0..4)
@@ -329,10 +338,16 @@ fn bad_settings_are_refused() {
         value_lr: 0.0,
         ..small_config()
     };
-    let err = Dxdp::new(policy(2, 3), reward.clone(), bad, &mut seeded(0, 0))
-        .err()
-        .expect("value_lr = 0 must fail")
-        .to_string();
+    let err = Dxdp::new(
+        policy(2, 3),
+        reward.clone(),
+        ReinforceConfig::default(),
+        bad,
+        &mut seeded(0, 0),
+    )
+    .err()
+    .expect("value_lr = 0 must fail")
+    .to_string();
     assert!(err.contains("value_lr"), "{err}");
     let wide = Rc::new(RefCell::new(EnergyModel::<Cpu>::new(
         &Cpu::default(),
@@ -343,9 +358,15 @@ fn bad_settings_are_refused() {
         &mut seeded(0, 0),
     )));
     let wide: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = wide;
-    let err = Dxdp::new(policy(2, 3), wide, small_config(), &mut seeded(0, 0))
-        .err()
-        .expect("dimension mismatch must fail")
-        .to_string();
+    let err = Dxdp::new(
+        policy(2, 3),
+        wide,
+        ReinforceConfig::default(),
+        small_config(),
+        &mut seeded(0, 0),
+    )
+    .err()
+    .expect("dimension mismatch must fail")
+    .to_string();
     assert!(err.contains("3-dimensional"), "{err}");
 }

@@ -45,8 +45,8 @@ fn shared(tau_entropy: f64) -> ReinforceConfig {
         velocity_scale: VelocityScaleKind::Fixed,
         ..ReinforceConfig::default()
     };
-    config.coefficients.tau_entropy = tau_entropy;
-    config.coefficients.tau_velocity = 0.05;
+    config.tau_entropy = tau_entropy;
+    config.tau_velocity = 0.05;
     config
 }
 
@@ -371,10 +371,8 @@ fn gamma_denoising_discounts_the_return_to_go() {
     };
     let config = ReinforceConfig {
         gamma_denoising: 0.5,
-        coefficients: denoise_gym::agent::MaxEntCoefficients {
-            tau_entropy: 0.0,
-            tau_velocity: 0.01,
-        },
+        tau_entropy: 0.0,
+        tau_velocity: 0.01,
         velocity_scale: VelocityScaleKind::Fixed,
         ..ReinforceConfig::default()
     };
@@ -488,7 +486,7 @@ fn bad_options_are_errors_naming_the_key() {
                 clip: 0.0,
                 ..PpoConfig::default()
             },
-            "ppo_clip",
+            "clip",
         ),
         (
             shared(0.1),
@@ -496,7 +494,7 @@ fn bad_options_are_errors_naming_the_key() {
                 epochs: 0,
                 ..PpoConfig::default()
             },
-            "ppo_epochs",
+            "epochs",
         ),
         (
             shared(0.1),
@@ -504,7 +502,7 @@ fn bad_options_are_errors_naming_the_key() {
                 minibatch_size: Some(0),
                 ..PpoConfig::default()
             },
-            "ppo_minibatch_size",
+            "minibatch_size",
         ),
         (
             shared(0.1),
@@ -512,7 +510,7 @@ fn bad_options_are_errors_naming_the_key() {
                 target_kl: Some(0.0),
                 ..PpoConfig::default()
             },
-            "ppo_target_kl",
+            "target_kl",
         ),
     ];
     for (config, ppo, key) in cases {
@@ -542,7 +540,7 @@ fn bad_options_are_errors_naming_the_key() {
     let data = rollout(&mut agent, 8, &mut rng);
     let err = agent.update(&data, &mut rng, 0).unwrap_err().to_string();
     assert!(
-        err.contains("ppo_minibatch_size") && err.contains("16"),
+        err.contains("minibatch_size") && err.contains("16"),
         "{err}"
     );
 

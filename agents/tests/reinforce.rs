@@ -151,8 +151,8 @@ fn config(tau_entropy: f64) -> ReinforceConfig {
         lr_log_sigma: 1e-2,
         ..ReinforceConfig::default()
     };
-    config.coefficients.tau_entropy = tau_entropy;
-    config.coefficients.tau_velocity = 0.0;
+    config.tau_entropy = tau_entropy;
+    config.tau_velocity = 0.0;
     config
 }
 

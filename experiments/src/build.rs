@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use denoise_gym::agent::{Agent, Baseline, Stats};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::dsm::DsmPhase;
 use denoise_gym::ebm::{
@@ -18,49 +17,34 @@ use denoise_gym::ebm::{
 use denoise_gym::irl::{ExpertSampler, IrlPhase};
 use denoise_gym::nn::Parameterized;
 use denoise_gym::policy::GaussianPolicy;
-use denoise_gym::reward::{DifferentiableReward, LearnedReward, RewardModel};
+use denoise_gym::reward::LearnedReward;
 use denoise_gym::rng::Stream;
 use denoise_gym::sampler::Sampler;
-use denoise_gym::tensor::{matrix, Backend, Matrix, Vector};
+use denoise_gym::tensor::{matrix, Backend};
 use denoise_gym::train::{Phase, RunDir};
 use denoise_gym_agents::ddaebm::{Ddaebm, DdaebmPhase, LatentGenerator};
-use denoise_gym_agents::{make_baseline, Dxdp, Ppo, Reinforce, ValueBaselineSpec};
-use denoise_gym_envs::{
-    toy_dataset, Dataset, DenoisingEnv, GaussianMixture, OracleReward, TabularDataset,
-};
-use dfdx::prelude::OwnedTape;
+
+use denoise_gym_envs::{Dataset, DenoisingEnv, GaussianMixture};
 use serde_json::json;
 
-use crate::config::{DataConfig, RewardConfig, TrainConfig};
+use crate::catalog::Catalog;
+use crate::config::{RewardConfig, TrainConfig};
+use crate::registry::{Registry, RewardChoice};
 
-/// Reads the resolved config of an existing run.
-pub fn load_run_config(run: &RunDir) -> Result<TrainConfig> {
+/// Reads the resolved config of an existing run, checked against `catalog`'s components.
+pub fn load_run_config(run: &RunDir, catalog: &Catalog) -> Result<TrainConfig> {
     run.read_config_text()?;
-    TrainConfig::load(Some(&run.config()), &[])
+    TrainConfig::load(Some(&run.config()), &[], catalog)
 }
 
-/// Builds the data set a config names.
-pub fn build_dataset(config: &DataConfig) -> Result<Arc<dyn Dataset>> {
-    let dataset: Arc<dyn Dataset> = match config.dataset.as_str() {
-        "gmm" => Arc::new(GaussianMixture::gmm(
-            config.gmm_dim,
-            config.gmm_components,
-            config.gmm_scale,
-            config.gmm_std,
-            config.gmm_seed,
-        )?),
-        "csv" => {
-            if config.path.is_empty() {
-                bail!("key data.path: the csv data set needs a file path");
-            }
-            Arc::new(TabularDataset::from_csv(
-                Path::new(&config.path),
-                config.drop_last_column,
-            )?)
-        }
-        "digits" => Arc::new(TabularDataset::digits()?),
-        name => Arc::from(toy_dataset(name).with_context(|| "key data.dataset")?),
-    };
+/// Builds the data set `data.dataset` names, reshaped by `data.mixture_weights` /
+/// `data.mixture_std` where set.
+pub fn build_dataset<D: Backend>(
+    registry: &Registry<D>,
+    config: &TrainConfig,
+) -> Result<Arc<dyn Dataset>> {
+    let dataset = registry.build_dataset(config)?;
+    let config = &config.data;
     if config.mixture_weights.is_empty() && config.mixture_std == 0.0 {
         return Ok(dataset);
     }
@@ -136,82 +120,6 @@ pub fn dsm_phase<D: Backend>(
     )?)
 }
 
-/// The reward a config chooses: the learned EBM, or the oracle.
-pub enum RewardChoice<D: Backend> {
-    /// GCD's energy-based reward.
-    Ebm(EbmReward<D>),
-    /// The exact log-density of the data's mixture.
-    Oracle(OracleReward),
-}
-
-impl<D: Backend> RewardModel<D> for RewardChoice<D> {
-    fn reward(&self, x0: &Matrix<D>) -> denoise_gym::Result<Vector<D>> {
-        match self {
-            RewardChoice::Ebm(r) => r.reward(x0),
-            RewardChoice::Oracle(r) => r.reward(x0),
-        }
-    }
-    fn dim(&self) -> usize {
-        match self {
-            RewardChoice::Ebm(r) => r.dim(),
-            RewardChoice::Oracle(r) => RewardModel::<D>::dim(r),
-        }
-    }
-    fn name(&self) -> &str {
-        match self {
-            RewardChoice::Ebm(_) => "ebm",
-            RewardChoice::Oracle(_) => "oracle",
-        }
-    }
-}
-
-impl<D: Backend> LearnedReward<D> for RewardChoice<D> {
-    fn learn(
-        &mut self,
-        positive: &Matrix<D>,
-        negative: &Matrix<D>,
-        iteration: u64,
-    ) -> denoise_gym::Result<Stats> {
-        match self {
-            RewardChoice::Ebm(r) => r.learn(positive, negative, iteration),
-            RewardChoice::Oracle(r) => LearnedReward::<D>::learn(r, positive, negative, iteration),
-        }
-    }
-    fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) -> denoise_gym::Result<()> {
-        match self {
-            RewardChoice::Ebm(r) => r.save(checkpoint, prefix),
-            RewardChoice::Oracle(r) => LearnedReward::<D>::save(r, checkpoint, prefix),
-        }
-    }
-    fn load(
-        &mut self,
-        checkpoint: &Checkpoint,
-        path: &Path,
-        prefix: &str,
-    ) -> denoise_gym::Result<()> {
-        match self {
-            RewardChoice::Ebm(r) => r.load(checkpoint, path, prefix),
-            RewardChoice::Oracle(r) => LearnedReward::<D>::load(r, checkpoint, path, prefix),
-        }
-    }
-}
-
-impl<D: Backend> DifferentiableReward<D> for RewardChoice<D> {
-    fn reward_traced(
-        &self,
-        x0: Matrix<D, OwnedTape<f32, D>>,
-    ) -> denoise_gym::Result<Vector<D, OwnedTape<f32, D>>> {
-        match self {
-            RewardChoice::Ebm(r) => r.reward_traced(x0),
-            RewardChoice::Oracle(_) => Err(denoise_gym::Error::InvalidArgument(
-                "the oracle reward is computed on the host and cannot be differentiated; \
-                 a pathwise agent (dxdp) needs finetune.reward = \"ebm\""
-                    .to_string(),
-            )),
-        }
-    }
-}
-
 /// The EBM of `[reward]` (untrained) for data of dimension `dim`.
 pub fn build_energy_model<D: Backend>(
     dev: &D,
@@ -230,96 +138,6 @@ pub fn build_energy_model<D: Backend>(
     )
 }
 
-fn build_reward<D: Backend>(
-    dev: &D,
-    config: &TrainConfig,
-    dataset: &Arc<dyn Dataset>,
-) -> Result<RewardChoice<D>> {
-    Ok(match config.finetune.reward.as_str() {
-        "oracle" => RewardChoice::Oracle(OracleReward::new(dataset.clone())?),
-        _ => {
-            let r = &config.reward;
-            let learner = ContrastiveConfig {
-                gamma: r.gamma,
-                lr: r.lr,
-                betas: r.betas,
-                grad_clip: r.grad_clip,
-            };
-            learner.validate()?;
-            RewardChoice::Ebm(EbmReward::new(
-                build_energy_model(dev, r, config.run.seed, dataset.dim()),
-                learner,
-            )?)
-        }
-    })
-}
-
-/// The baseline `name` with `[agent]`'s value-network options (a fresh one: stateful
-/// baselines start empty).
-pub fn build_baseline<D: Backend>(
-    dev: &D,
-    config: &TrainConfig,
-    name: &str,
-    dim: usize,
-    n_steps: usize,
-) -> Result<Box<dyn Baseline<D>>> {
-    let a = &config.agent;
-    let mut rng = Stream::AgentInit.rng(config.run.seed);
-    Ok(make_baseline(
-        name,
-        dev,
-        dim,
-        n_steps,
-        ValueBaselineSpec {
-            hidden: a.value_hidden,
-            depth: a.value_depth,
-            time_embed_dim: a.value_time_embed_dim,
-            lr: a.value_lr,
-            steps_per_batch: a.value_steps,
-        },
-        &mut rng,
-    )?)
-}
-
-fn build_agent<D: Backend>(
-    dev: &D,
-    config: &TrainConfig,
-    policy: GaussianPolicy<D>,
-    reward: &Rc<RefCell<RewardChoice<D>>>,
-) -> Result<Box<dyn Agent<D>>> {
-    if config.finetune.agent == "dxdp" {
-        let reward: Rc<RefCell<dyn DifferentiableReward<D>>> = reward.clone();
-        let mut rng = Stream::AgentInit.rng(config.run.seed);
-        return Ok(Box::new(Dxdp::new(
-            policy,
-            reward,
-            config.dxdp_config(),
-            &mut rng,
-        )?));
-    }
-    let baseline = build_baseline(
-        dev,
-        config,
-        &config.agent.baseline,
-        policy.dim(),
-        policy.n_steps(),
-    )?;
-    match config.finetune.agent.as_str() {
-        "reinforce" => Ok(Box::new(Reinforce::new(
-            policy,
-            baseline,
-            config.reinforce_config(),
-        )?)),
-        "ppo" => Ok(Box::new(Ppo::new(
-            policy,
-            baseline,
-            config.reinforce_config(),
-            config.ppo_config(),
-        )?)),
-        other => bail!("key finetune.agent: unknown agent {other:?}"),
-    }
-}
-
 /// The IRL phase `dgym train` builds: the denoising environment, the config's agent and
 /// reward, expert batches of the data set.
 pub type FinetunePhase<D> = IrlPhase<D, DenoisingEnv<D>, RewardChoice<D>>;
@@ -328,12 +146,13 @@ pub type FinetunePhase<D> = IrlPhase<D, DenoisingEnv<D>, RewardChoice<D>>;
 /// it, its global steps counted from `step_offset`.
 pub fn finetune_phase<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     config: &TrainConfig,
     dataset: &Arc<dyn Dataset>,
     policy: GaussianPolicy<D>,
     step_offset: u64,
 ) -> Result<FinetunePhase<D>> {
-    let reward = Rc::new(RefCell::new(build_reward(dev, config, dataset)?));
+    let reward = Rc::new(RefCell::new(registry.build_reward(dev, config, dataset)?));
     let env = DenoisingEnv::new(
         dev.clone(),
         policy.dim(),
@@ -342,7 +161,7 @@ pub fn finetune_phase<D: Backend>(
         reward.clone(),
         config.run.seed,
     )?;
-    let agent = build_agent(dev, config, policy, &reward)?;
+    let agent = registry.build_agent(dev, config, policy, &reward)?;
     Ok(IrlPhase::new(
         agent,
         reward,
@@ -452,12 +271,13 @@ pub fn calibrate_finetune<D: Backend>(
 /// Loads the sampler of `init_from`, checking it fits this config.
 pub fn sampler_from_run<D: Backend>(
     dev: &D,
+    catalog: &Catalog,
     config: &TrainConfig,
     dim: usize,
 ) -> Result<GaussianPolicy<D>> {
     let other = Path::new(&config.finetune.init_from);
     let other_config =
-        load_run_config(&RunDir::new(other)).with_context(|| "key finetune.init_from")?;
+        load_run_config(&RunDir::new(other), catalog).with_context(|| "key finetune.init_from")?;
     if other_config.run.method != "diffusion" {
         bail!(
             "key finetune.init_from: run {} is a {} run; fine-tuning starts from a diffusion run's Gaussian policy",
@@ -489,7 +309,7 @@ pub fn sampler_from_run<D: Backend>(
             );
         }
     }
-    let loaded = load_sampler(dev, other).with_context(|| "key finetune.init_from")?;
+    let loaded = load_sampler(dev, catalog, other).with_context(|| "key finetune.init_from")?;
     if loaded.dim() != dim {
         bail!(
             "key finetune.init_from: run {} samples dimension {}, this config's data has dimension {dim}",
@@ -516,17 +336,24 @@ pub fn sampler_from_run<D: Backend>(
 }
 
 /// A run's config, its newest verified checkpoint with its file, and its data dimension.
-fn open_run(run_dir: &Path) -> Result<(TrainConfig, Checkpoint, std::path::PathBuf, usize)> {
+fn open_run(
+    catalog: &Catalog,
+    run_dir: &Path,
+) -> Result<(TrainConfig, Checkpoint, std::path::PathBuf, usize)> {
     let run = RunDir::new(run_dir);
-    let config = load_run_config(&run)?;
+    let config = load_run_config(&run, catalog)?;
     let (checkpoint, path) = run.load_latest_checkpoint()?;
     let dim: usize = checkpoint.meta_parse(&path, "dim")?;
     Ok((config, checkpoint, path, dim))
 }
 
 /// Loads the sampler of a diffusion run (EMA weights when the run kept them).
-pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolicy<D>> {
-    let (config, checkpoint, path, dim) = open_run(run_dir)?;
+pub fn load_sampler<D: Backend>(
+    dev: &D,
+    catalog: &Catalog,
+    run_dir: &Path,
+) -> Result<GaussianPolicy<D>> {
+    let (config, checkpoint, path, dim) = open_run(catalog, run_dir)?;
     let mut policy = build_policy(dev, &config, dim)?;
     let prefix = checkpoint
         .metadata
@@ -547,8 +374,12 @@ pub fn load_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<GaussianPolic
 }
 
 /// Rebuilds the DDAEBM phase of a DDAEBM run from its last checkpoint.
-pub fn load_ddaebm<D: Backend>(dev: &D, run_dir: &Path) -> Result<DdaebmPhase<D>> {
-    let (config, checkpoint, path, dim) = open_run(run_dir)?;
+pub fn load_ddaebm<D: Backend>(
+    dev: &D,
+    catalog: &Catalog,
+    run_dir: &Path,
+) -> Result<DdaebmPhase<D>> {
+    let (config, checkpoint, path, dim) = open_run(catalog, run_dir)?;
     // Loaded to sample or score, never stepped: it draws no data.
     let no_data: Box<ExpertSampler<'static, D>> = {
         let dev = dev.clone();
@@ -560,28 +391,40 @@ pub fn load_ddaebm<D: Backend>(dev: &D, run_dir: &Path) -> Result<DdaebmPhase<D>
 }
 
 /// The generator of a DDAEBM run, as a sampler.
-pub fn load_generator<D: Backend>(dev: &D, run_dir: &Path) -> Result<LatentGenerator<D>> {
-    Ok(load_ddaebm(dev, run_dir)?.model.generator)
+pub fn load_generator<D: Backend>(
+    dev: &D,
+    catalog: &Catalog,
+    run_dir: &Path,
+) -> Result<LatentGenerator<D>> {
+    Ok(load_ddaebm(dev, catalog, run_dir)?.model.generator)
 }
 
 /// Loads the final sampler of any run: the Gaussian policy of a diffusion run, the
 /// latent generator of a DDAEBM run.
-pub fn load_any_sampler<D: Backend>(dev: &D, run_dir: &Path) -> Result<Box<dyn Sampler<D>>> {
-    let config = load_run_config(&RunDir::new(run_dir))?;
+pub fn load_any_sampler<D: Backend>(
+    dev: &D,
+    catalog: &Catalog,
+    run_dir: &Path,
+) -> Result<Box<dyn Sampler<D>>> {
+    let config = load_run_config(&RunDir::new(run_dir), catalog)?;
     if config.run.method == denoise_gym_agents::ddaebm::PHASE {
-        Ok(Box::new(load_generator(dev, run_dir)?))
+        Ok(Box::new(load_generator(dev, catalog, run_dir)?))
     } else {
-        Ok(Box::new(load_sampler(dev, run_dir)?))
+        Ok(Box::new(load_sampler(dev, catalog, run_dir)?))
     }
 }
 
 /// Loads the EBM of a GCD run, or the `t = 0` energy `-D(x, 0)` of a DDAEBM run, with its
 /// fitted temperature.
-pub fn load_energy_model<D: Backend>(dev: &D, run_dir: &Path) -> Result<EnergyModel<D>> {
+pub fn load_energy_model<D: Backend>(
+    dev: &D,
+    catalog: &Catalog,
+    run_dir: &Path,
+) -> Result<EnergyModel<D>> {
     let run = RunDir::new(run_dir);
-    let config = load_run_config(&run)?;
+    let config = load_run_config(&run, catalog)?;
     if config.run.method == denoise_gym_agents::ddaebm::PHASE {
-        return Ok(load_ddaebm(dev, run_dir)?.energy_model());
+        return Ok(load_ddaebm(dev, catalog, run_dir)?.energy_model());
     }
     let (checkpoint, path) = run.load_latest_checkpoint()?;
     let kind = checkpoint.metadata.get("reward_kind").map(String::as_str);

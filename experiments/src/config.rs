@@ -3,15 +3,16 @@
 use std::path::Path;
 
 use anyhow::Result;
-use denoise_gym::agent::{MaxEntCoefficients, VelocityScaleKind};
 use denoise_gym::config::{Documented, SectionDocs};
+
+use crate::catalog::{Catalog, ComponentKind, SectionConfig, BUILTIN_SECTIONS};
 use denoise_gym::config_section;
 use denoise_gym::nn::Activation;
 use denoise_gym::policy::PolicySpec;
 use denoise_gym::schedule::{Schedule, ScheduleKind};
 use denoise_gym::Error;
 use denoise_gym_agents::ddaebm::{DdaebmConfig, DdaebmSpec};
-use denoise_gym_agents::{DxdpConfig, ValueTarget};
+use denoise_gym_agents::{DxdpConfig, PpoConfig, ReinforceConfig, ValueBaselineConfig};
 use serde::{Deserialize, Serialize};
 
 config_section! {
@@ -112,9 +113,11 @@ config_section! {
         pub iterations: u64 = 0,
         /// Episodes (samples) per rollout, and data points per reward update.
         pub batch_size: usize = 256,
-        /// Agent: reinforce or ppo.
+        /// Agent: reinforce, ppo, dxdp or one a program registered (`dgym config` lists them); its own settings are the section of its name.
         pub agent: String = "reinforce".to_string(),
-        /// Reward: ebm (GCD: an EBM learned from data) or oracle (the exact log-density of a mixture).
+        /// Baseline of a score-function agent (reinforce, ppo): none, batch_mean, ema, leave_one_out, value ([value_baseline]), group_normalized.
+        pub baseline: String = "value".to_string(),
+        /// Reward: ebm (GCD: an EBM learned from data, [reward]) or oracle (the exact log-density of a mixture).
         pub reward: String = "ebm".to_string(),
         /// Start from the final sampler of this earlier run directory instead of pretraining here ("" = pretrain).
         pub init_from: String = String::new(),
@@ -126,85 +129,6 @@ config_section! {
         pub log_every: u64 = 1,
         /// Write a checkpoint every this many iterations (and at the end).
         pub checkpoint_every: u64 = 500,
-    }
-}
-
-config_section! {
-    /// The agent (docs/algorithms.md §4, §4.1).
-    pub struct AgentConfig {
-        /// Adam learning rate of the eps-network.
-        pub lr: f64 = 1e-4,
-        /// Adam learning rate of log sigma_t (its own parameter group).
-        pub lr_log_sigma: f64 = 1e-3,
-        /// Adam betas.
-        pub betas: [f64; 2] = [0.9, 0.999],
-        /// Global gradient-norm clip (0 = off).
-        pub grad_clip: f64 = 1.0,
-        /// Baseline: none, batch_mean, ema, leave_one_out, value, group_normalized.
-        pub baseline: String = "value".to_string(),
-        /// Normalise advantages to zero mean, unit std.
-        pub normalize_advantages: bool = false,
-        /// Clip advantages to |A| <= clip_advantages (0 = off).
-        pub clip_advantages: f64 = 0.0,
-        /// tau_entropy (tau_H): weight of the per-step entropy, divided by d.
-        pub tau_entropy: f64 = 0.1,
-        /// tau_velocity (tau_v): weight of the velocity cost, divided by d. tau_entropy = tau_velocity = 0 is the IPM baseline.
-        pub tau_velocity: f64 = 0.01,
-        /// Scale s_t^2 of the velocity cost: adaptive (running average of the step size) or fixed.
-        pub velocity_scale: VelocityScaleKind = VelocityScaleKind::Adaptive,
-        /// s_t^2 of the fixed velocity scale.
-        pub velocity_scale_value: f64 = 1.0,
-        /// Hidden width of the value baseline's network.
-        pub value_hidden: usize = 128,
-        /// Hidden layers of the value baseline's network.
-        pub value_depth: usize = 2,
-        /// Dimension of the sinusoidal embedding of t in the value baseline's input.
-        pub value_time_embed_dim: usize = 16,
-        /// Adam learning rate of the value baseline.
-        pub value_lr: f64 = 1e-3,
-        /// Value-baseline optimiser steps per batch.
-        pub value_steps: usize = 1,
-        /// Fine-tune only the last ft_steps denoising steps t = ft_steps..1 (DPPO); the earlier steps keep the pretrained network and sigma_t. In 1..=T; absent = all T steps.
-        pub ft_steps: Option<usize> = None,
-        /// Discount across denoising steps in the return-to-go, G_t = sum_{t' <= t} gamma^(t - t') r_t', in (0, 1].
-        pub gamma_denoising: f64 = 1.0,
-        /// Floor on sigma_t when sampling (> 0; absent = no floor).
-        pub min_sigma_sample: Option<f64> = None,
-        /// Floor on sigma_t when scoring log pi (> 0; absent = no floor).
-        pub min_sigma_logprob: Option<f64> = None,
-        /// PPO: clip range epsilon of the ratio, in (0, 1).
-        pub ppo_clip: f64 = 0.2,
-        /// PPO: epochs over each rollout.
-        pub ppo_epochs: usize = 4,
-        /// PPO: (sample, step) pairs per minibatch, at most finetune.batch_size x ft_steps; absent = all pairs in one minibatch.
-        pub ppo_minibatch_size: Option<usize> = None,
-        /// PPO: stop an update's epochs once a minibatch's approx_kl exceeds this (> 0; absent = never).
-        pub ppo_target_kl: Option<f64> = None,
-    }
-}
-
-config_section! {
-    /// The DxDP agent (docs/algorithms.md §4.2, `finetune.agent = "dxdp"`); its learning rates, betas,
-    /// tau_entropy, tau_velocity and velocity scale are those of [agent].
-    pub struct DxdpSection {
-        /// Global gradient-norm clip of the policy update (DxMI: 0.1; replaces agent.grad_clip).
-        pub grad_clip: f64 = 0.1,
-        /// Hidden width of the value V_psi(x, t).
-        pub value_hidden: usize = 128,
-        /// Hidden layers of the value.
-        pub value_depth: usize = 3,
-        /// Dimension of the sinusoidal embedding of t in the value's input.
-        pub value_time_embed_dim: usize = 16,
-        /// Hidden non-linearity of the value: silu or relu.
-        pub value_activation: Activation = Activation::Silu,
-        /// Adam learning rate of the value.
-        pub value_lr: f64 = 1e-3,
-        /// Global gradient-norm clip of each value step (0 = off).
-        pub value_grad_clip: f64 = 0.0,
-        /// TD target: running_costs (docs/algorithms.md: V(x_{t-1}, t-1) + velocity cost - entropy) or terminal_energy (DxMI's trainer: V(x_{t-1}, t-1) only).
-        pub value_target: ValueTarget = ValueTarget::RunningCosts,
-        /// States (x_t, t) per policy step, drawn from the rollout's T*B (0 = all).
-        pub policy_batch: usize = 0,
     }
 }
 
@@ -293,12 +217,12 @@ config_section! {
     }
 }
 
-/// The values `run.method` may take.
-pub const METHODS: &[&str] = &["diffusion", "ddaebm"];
-
-/// A whole `dgym train` configuration.
+/// A whole `dgym train` configuration: one section per component. The built-in
+/// components' sections are typed fields; the sections of components a program registers
+/// ([`crate::registry::Registry`]) are kept as TOML in [`TrainConfig::sections`] and
+/// checked against their registered types by [`TrainConfig::validate_with`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct TrainConfig {
     /// The run as a whole.
     pub run: RunConfig,
@@ -310,39 +234,129 @@ pub struct TrainConfig {
     pub pretrain: PretrainConfig,
     /// Fine-tuning as RL against a reward.
     pub finetune: FinetuneConfig,
-    /// The fine-tuning agent.
-    pub agent: AgentConfig,
-    /// The DxDP agent.
-    pub dxdp: DxdpSection,
+    /// The settings every score-function agent shares (REINFORCE's whole config).
+    pub agent: ReinforceConfig,
+    /// The `value` baseline's network.
+    pub value_baseline: ValueBaselineConfig,
+    /// PPO's own settings.
+    pub ppo: PpoConfig,
+    /// DxDP's own settings.
+    pub dxdp: DxdpConfig,
     /// The EBM reward.
     pub reward: RewardConfig,
     /// Final evaluation.
     pub eval: EvalConfig,
     /// DDAEBM (run.method = "ddaebm").
     pub ddaebm: DdaebmSection,
+    /// The sections of registered components that are not built in, by section name.
+    /// An unknown section is an error of [`TrainConfig::validate_with`].
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, toml::Value>,
 }
 
 impl TrainConfig {
-    /// Reads `path` (defaults when `None`), applies `--set` overrides and validates.
-    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let config: TrainConfig = denoise_gym::config::load(path, overrides)?;
+    /// Reads `path` (defaults when `None`), moves old keys to their new names (with a
+    /// warning), applies `--set` overrides and validates against `catalog`'s components.
+    pub fn load(path: Option<&Path>, overrides: &[String], catalog: &Catalog) -> Result<Self> {
         let file = path.map_or_else(|| "config".to_string(), |p| p.display().to_string());
-        config
-            .validate(&file)
-            .map_err(|e| blame_override(e, &file, overrides))?;
-        Ok(config)
+        let text = match path {
+            Some(path) => Some(denoise_gym::config::read_text(path)?),
+            None => None,
+        };
+        let config = match &text {
+            Some(text) => Self::parse(&file, text)?,
+            None => TrainConfig::default(),
+        };
+        Ok(config.finish(&file, text.as_deref(), overrides, catalog)?)
     }
 
     /// Parses a config from TOML text (`name` labels errors, like a file path would),
-    /// applies `--set` overrides and validates: for configs built into the binary.
-    pub fn from_toml_str(name: &str, text: &str, overrides: &[String]) -> Result<Self> {
-        let config: TrainConfig = toml::from_str(text)
-            .map_err(|e| Error::config(name, e.to_string().trim_end().replace('\n', "\n    ")))?;
-        let config = denoise_gym::config::apply_overrides(config, overrides)?;
+    /// applies `--set` overrides and validates: for configs built into a binary.
+    pub fn from_toml_str(
+        name: &str,
+        text: &str,
+        overrides: &[String],
+        catalog: &Catalog,
+    ) -> Result<Self> {
+        Ok(Self::parse(name, text)?.finish(name, Some(text), overrides, catalog)?)
+    }
+
+    /// Parses config text, old keys moved to their new names, without validating it.
+    pub fn parse_text(file: &str, text: &str) -> Result<Self, Error> {
+        Self::parse(file, text)
+    }
+
+    /// Parses config text, old keys moved to their new names.
+    fn parse(file: &str, text: &str) -> Result<Self, Error> {
+        let migrated = crate::compat::migrate_text(text, file)?;
+        denoise_gym::config::parse(file, migrated.as_deref().unwrap_or(text))
+    }
+
+    /// Registered sections resolved, overrides applied, the whole validated; `text` (the
+    /// file's) gives an unknown section its line.
+    fn finish(
+        mut self,
+        file: &str,
+        text: Option<&str>,
+        overrides: &[String],
+        catalog: &Catalog,
+    ) -> Result<Self, Error> {
+        let at_line = |name: &str| {
+            let header = format!("[{name}]");
+            text.and_then(|t| t.lines().position(|l| l.trim() == header))
+                .map_or_else(|| file.to_string(), |i| format!("{file}, line {}", i + 1))
+        };
+        self.resolve_sections(&at_line, catalog)?;
+        let overrides: Vec<String> = overrides
+            .iter()
+            .map(|o| crate::compat::migrate_override(o))
+            .collect();
+        let mut config = denoise_gym::config::apply_overrides(self, &overrides)?;
         config
-            .validate(name)
-            .map_err(|e| blame_override(e, name, overrides))?;
+            .resolve_sections(&|_| file.to_string(), catalog)
+            .and_then(|()| config.validate_with(file, catalog))
+            .map_err(|e| blame_override(e, file, &overrides))?;
         Ok(config)
+    }
+
+    /// Every registered component's section with its defaults filled in, checked against
+    /// its type; a section no component registered is an error naming the known ones.
+    /// `file(section)` names where a section is.
+    pub fn resolve_sections(
+        &mut self,
+        file: &dyn Fn(&str) -> String,
+        catalog: &Catalog,
+    ) -> Result<(), Error> {
+        for (name, value) in &mut self.sections {
+            let file = file(name);
+            let Some(spec) = catalog.section(name) else {
+                let mut known: Vec<String> =
+                    BUILTIN_SECTIONS.iter().map(|s| s.to_string()).collect();
+                known.extend(catalog.sections().iter().map(|s| s.name.clone()));
+                return Err(Error::config(
+                    format!("{file}, [{name}]"),
+                    format!("unknown section; known sections: {}", known.join(", ")),
+                ));
+            };
+            *value = spec
+                .resolve(value)
+                .map_err(|e| Error::config(format!("{file}, [{name}]"), e))?;
+        }
+        for spec in catalog.sections() {
+            self.sections
+                .entry(spec.name.clone())
+                .or_insert_with(|| spec.defaults.clone());
+        }
+        Ok(())
+    }
+
+    /// The registered section `name` as its type (its defaults when absent).
+    pub fn section<C: SectionConfig>(&self, name: &str) -> Result<C, Error> {
+        match self.sections.get(name) {
+            Some(value) => C::deserialize(value.clone())
+                .map_err(|e| Error::config(format!("[{name}]"), e.to_string())),
+            None => Ok(C::default()),
+        }
     }
 
     /// The resolved config flattened to `section.key` hyperparameters for TensorBoard's
@@ -372,65 +386,83 @@ impl TrainConfig {
         out
     }
 
-    /// Every section with its docs, for `dgym config`.
+    /// Every section with its docs, the registered components' after the built-in ones,
+    /// for `dgym config` and the sweeps' key checks.
+    pub fn section_docs_with(catalog: &Catalog) -> Vec<SectionDocs> {
+        let mut docs = Self::section_docs();
+        docs.extend(catalog.section_docs());
+        docs
+    }
+
+    /// The built-in sections with their docs.
     pub fn section_docs() -> Vec<SectionDocs> {
         vec![
             SectionDocs {
-                name: "run",
-                doc: "The run as a whole.",
+                name: "run".to_string(),
+                doc: "The run as a whole.".to_string(),
                 fields: RunConfig::field_docs(),
             },
             SectionDocs {
-                name: "data",
-                doc: "The data (\"expert demonstrations\").",
+                name: "data".to_string(),
+                doc: "The data (\"expert demonstrations\").".to_string(),
                 fields: DataConfig::field_docs(),
             },
             SectionDocs {
-                name: "policy",
-                doc: "The sampler-policy (docs/algorithms.md §1-2).",
+                name: "policy".to_string(),
+                doc: "The sampler-policy (docs/algorithms.md §1-2).".to_string(),
                 fields: PolicyConfig::field_docs(),
             },
             SectionDocs {
-                name: "pretrain",
-                doc: "DSM pretraining of the sampler (docs/algorithms.md §2).",
+                name: "pretrain".to_string(),
+                doc: "DSM pretraining of the sampler (docs/algorithms.md §2).".to_string(),
                 fields: PretrainConfig::field_docs(),
             },
             SectionDocs {
-                name: "finetune",
-                doc: "Fine-tuning the sampler as a policy against a reward (docs/algorithms.md §3-4).",
+                name: "finetune".to_string(),
+                doc: "Fine-tuning the sampler as a policy against a reward (docs/algorithms.md §3-4).".to_string(),
                 fields: FinetuneConfig::field_docs(),
             },
             SectionDocs {
-                name: "agent",
-                doc: "The agent (docs/algorithms.md §4, §4.1).",
-                fields: AgentConfig::field_docs(),
+                name: "agent".to_string(),
+                doc: "The settings every fine-tuning agent shares (docs/algorithms.md §4, §4.1): REINFORCE's whole config.".to_string(),
+                fields: ReinforceConfig::field_docs(),
             },
             SectionDocs {
-                name: "dxdp",
-                doc:
-                    "The DxDP agent (docs/algorithms.md §4.2); shares [agent]'s learning rates and coefficients.",
-                fields: DxdpSection::field_docs(),
+                name: "value_baseline".to_string(),
+                doc: "The network of the value baseline (finetune.baseline = \"value\", docs/algorithms.md §4.1).".to_string(),
+                fields: ValueBaselineConfig::field_docs(),
             },
             SectionDocs {
-                name: "reward",
-                doc: "The EBM reward and its contrastive learner (docs/algorithms.md §3).",
+                name: "ppo".to_string(),
+                doc: "PPO's own settings (finetune.agent = \"ppo\", docs/algorithms.md §4.1); the rest are [agent]'s.".to_string(),
+                fields: PpoConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "dxdp".to_string(),
+                doc: "DxDP's own settings (finetune.agent = \"dxdp\", docs/algorithms.md §4.2); the rest are [agent]'s.".to_string(),
+                fields: DxdpConfig::field_docs(),
+            },
+            SectionDocs {
+                name: "reward".to_string(),
+                doc: "The EBM reward and its contrastive learner (docs/algorithms.md §3).".to_string(),
                 fields: RewardConfig::field_docs(),
             },
             SectionDocs {
-                name: "ddaebm",
-                doc: "DDAEBM (docs/algorithms.md §5), trained when run.method = \"ddaebm\".",
+                name: "ddaebm".to_string(),
+                doc: "DDAEBM (docs/algorithms.md §5), trained when run.method = \"ddaebm\".".to_string(),
                 fields: DdaebmSection::field_docs(),
             },
             SectionDocs {
-                name: "eval",
-                doc: "Evaluation written to summary.json (docs/algorithms.md §7).",
+                name: "eval".to_string(),
+                doc: "Evaluation written to summary.json (docs/algorithms.md §7).".to_string(),
                 fields: EvalConfig::field_docs(),
             },
         ]
     }
 
-    /// Semantic checks that serde cannot express; errors name the file and key.
-    pub fn validate(&self, file: &str) -> Result<(), Error> {
+    /// Semantic checks that serde cannot express, with the component names `catalog`
+    /// knows; errors name the file and key.
+    pub fn validate_with(&self, file: &str, catalog: &Catalog) -> Result<(), Error> {
         let at = |key: &str| format!("{file}, key {key}");
         // Before anything is built from the sizes (a schedule of T steps, a mixture of
         // gmm_dim-dimensional means): an absurd size is an error, not an abort.
@@ -455,31 +487,15 @@ impl TrainConfig {
             }
             other => other,
         })?;
-        if !METHODS.contains(&self.run.method.as_str()) {
-            return Err(Error::config(
-                at("run.method"),
-                format!(
-                    "unknown method {:?}; expected one of {}",
-                    self.run.method,
-                    METHODS.join(", ")
-                ),
-            ));
-        }
+        catalog.check(ComponentKind::Method, &self.run.method, &at("run.method"))?;
         if self.run.method == "ddaebm" {
             self.validate_ddaebm(&at)?;
         }
-        let known_data = ["gmm", "csv", "digits"];
-        let name = self.data.dataset.as_str();
-        if !denoise_gym_envs::TOY_DATASETS.contains(&name) && !known_data.contains(&name) {
-            return Err(Error::config(
-                at("data.dataset"),
-                format!(
-                    "unknown data set {name:?}; expected one of {}, {}",
-                    denoise_gym_envs::TOY_DATASETS.join(", "),
-                    known_data.join(", ")
-                ),
-            ));
-        }
+        catalog.check(
+            ComponentKind::Dataset,
+            &self.data.dataset,
+            &at("data.dataset"),
+        )?;
         self.dsm_config().validate().map_err(|e| match e {
             Error::Config { location, message } => {
                 Error::config(at(&format!("pretrain.{location}")), message)
@@ -495,33 +511,14 @@ impl TrainConfig {
         }
         let f = &self.finetune;
         if f.iterations > 0 {
-            if !denoise_gym_agents::AGENTS.contains(&f.agent.as_str()) {
-                return Err(Error::config(
-                    at("finetune.agent"),
-                    format!(
-                        "unknown agent {:?}; expected one of {}",
-                        f.agent,
-                        denoise_gym_agents::AGENTS.join(", ")
-                    ),
-                ));
-            }
-            if !["ebm", "oracle"].contains(&f.reward.as_str()) {
-                return Err(Error::config(
-                    at("finetune.reward"),
-                    format!("unknown reward {:?}; expected ebm or oracle", f.reward),
-                ));
-            }
-            if !denoise_gym_agents::BASELINES.contains(&self.agent.baseline.as_str()) {
-                return Err(Error::config(
-                    at("agent.baseline"),
-                    format!(
-                        "unknown baseline {:?}; expected one of {}",
-                        self.agent.baseline,
-                        denoise_gym_agents::BASELINES.join(", ")
-                    ),
-                ));
-            }
-            if self.agent.baseline == "leave_one_out" && f.batch_size < 2 {
+            catalog.check(ComponentKind::Agent, &f.agent, &at("finetune.agent"))?;
+            catalog.check(ComponentKind::Reward, &f.reward, &at("finetune.reward"))?;
+            catalog.check(
+                ComponentKind::Baseline,
+                &f.baseline,
+                &at("finetune.baseline"),
+            )?;
+            if f.baseline == "leave_one_out" && f.batch_size < 2 {
                 return Err(Error::config(
                     at("finetune.batch_size"),
                     "leave_one_out needs a batch of at least 2 samples",
@@ -555,22 +552,12 @@ impl TrainConfig {
                         "the dxdp agent differentiates through the reward and needs \"ebm\" (the oracle is host-only)",
                     ));
                 }
-                self.dxdp_config().validate().map_err(|e| match e {
+                self.dxdp.validate(&self.agent).map_err(|e| match e {
+                    Error::Config { location, message } if location.starts_with("agent.") => {
+                        Error::config(at(&location), message)
+                    }
                     Error::Config { location, message } => {
-                        let section = if [
-                            "lr",
-                            "lr_log_sigma",
-                            "tau_entropy",
-                            "tau_velocity",
-                            "velocity_scale_value",
-                        ]
-                        .contains(&location.as_str())
-                        {
-                            "agent"
-                        } else {
-                            "dxdp"
-                        };
-                        Error::config(at(&format!("{section}.{location}")), message)
+                        Error::config(at(&format!("dxdp.{location}")), message)
                     }
                     other => other,
                 })?;
@@ -660,7 +647,7 @@ impl TrainConfig {
             ),
         ];
         if self.finetune.iterations > 0 {
-            let (f, a, r) = (&self.finetune, &self.agent, &self.reward);
+            let (f, r) = (&self.finetune, &self.reward);
             parts.push((
                 "finetune.batch_size",
                 mul(&[
@@ -676,15 +663,11 @@ impl TrainConfig {
                 "reward.hidden",
                 mul(&[mlp(d, r.hidden, r.depth, 1), PER_PARAMETER]),
             ));
+            let v = &self.value_baseline;
             parts.push((
-                "agent.value_hidden",
+                "value_baseline.hidden",
                 mul(&[
-                    mlp(
-                        d.saturating_add(w(a.value_time_embed_dim)),
-                        a.value_hidden,
-                        a.value_depth,
-                        1,
-                    ),
+                    mlp(d.saturating_add(w(v.time_embed_dim)), v.hidden, v.depth, 1),
                     PER_PARAMETER,
                 ]),
             ));
@@ -768,14 +751,15 @@ impl TrainConfig {
             rates.extend([
                 ("agent.lr", a.lr),
                 ("agent.lr_log_sigma", a.lr_log_sigma),
-                ("agent.value_lr", a.value_lr),
                 ("agent.velocity_scale_value", a.velocity_scale_value),
+                ("value_baseline.lr", self.value_baseline.lr),
             ]);
+            let v = &self.value_baseline;
             sizes.extend([
-                ("agent.value_hidden", a.value_hidden),
-                ("agent.value_depth", a.value_depth),
-                ("agent.value_time_embed_dim", a.value_time_embed_dim),
-                ("agent.value_steps", a.value_steps),
+                ("value_baseline.hidden", v.hidden),
+                ("value_baseline.depth", v.depth),
+                ("value_baseline.time_embed_dim", v.time_embed_dim),
+                ("value_baseline.steps", v.steps),
             ]);
         }
         if ebm && self.run.method != "ddaebm" {
@@ -821,31 +805,6 @@ impl TrainConfig {
             }
         }
         Ok(())
-    }
-
-    /// The DxDP agent's settings: [dxdp] plus the learning rates and coefficients of [agent].
-    pub fn dxdp_config(&self) -> DxdpConfig {
-        let (a, x) = (&self.agent, &self.dxdp);
-        DxdpConfig {
-            lr: a.lr,
-            lr_log_sigma: a.lr_log_sigma,
-            betas: a.betas,
-            grad_clip: x.grad_clip,
-            coefficients: MaxEntCoefficients {
-                tau_entropy: a.tau_entropy,
-                tau_velocity: a.tau_velocity,
-            },
-            velocity_scale: a.velocity_scale,
-            velocity_scale_value: a.velocity_scale_value,
-            value_hidden: x.value_hidden,
-            value_depth: x.value_depth,
-            value_activation: x.value_activation,
-            value_time_embed_dim: x.value_time_embed_dim,
-            value_lr: x.value_lr,
-            value_grad_clip: x.value_grad_clip,
-            value_target: x.value_target,
-            policy_batch: x.policy_batch,
-        }
     }
 
     fn validate_ddaebm(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
@@ -929,6 +888,18 @@ impl TrainConfig {
     }
 }
 
+impl RewardConfig {
+    /// The contrastive learner's settings.
+    pub fn contrastive(&self) -> denoise_gym::ebm::ContrastiveConfig {
+        denoise_gym::ebm::ContrastiveConfig {
+            gamma: self.gamma,
+            lr: self.lr,
+            betas: self.betas,
+            grad_clip: self.grad_clip,
+        }
+    }
+}
+
 impl TrainConfig {
     /// DSM pretraining's settings.
     pub fn dsm_config(&self) -> denoise_gym::dsm::DsmConfig {
@@ -942,40 +913,6 @@ impl TrainConfig {
         }
     }
 
-    /// REINFORCE's options (shared by every score-function agent).
-    pub fn reinforce_config(&self) -> denoise_gym_agents::ReinforceConfig {
-        let a = &self.agent;
-        denoise_gym_agents::ReinforceConfig {
-            lr: a.lr,
-            lr_log_sigma: a.lr_log_sigma,
-            betas: a.betas,
-            grad_clip: a.grad_clip,
-            normalize_advantages: a.normalize_advantages,
-            clip_advantages: a.clip_advantages,
-            coefficients: denoise_gym::agent::MaxEntCoefficients {
-                tau_entropy: a.tau_entropy,
-                tau_velocity: a.tau_velocity,
-            },
-            velocity_scale: a.velocity_scale,
-            velocity_scale_value: a.velocity_scale_value,
-            ft_steps: a.ft_steps,
-            gamma_denoising: a.gamma_denoising,
-            min_sigma_sample: a.min_sigma_sample,
-            min_sigma_logprob: a.min_sigma_logprob,
-        }
-    }
-
-    /// PPO's own options.
-    pub fn ppo_config(&self) -> denoise_gym_agents::PpoConfig {
-        let a = &self.agent;
-        denoise_gym_agents::PpoConfig {
-            clip: a.ppo_clip,
-            epochs: a.ppo_epochs,
-            minibatch_size: a.ppo_minibatch_size,
-            target_kl: a.ppo_target_kl,
-        }
-    }
-
     /// The diffusion-RL and PPO options, checked by the agents' own validation with the
     /// key named in this file's terms (`agent.ft_steps`, ...).
     fn validate_score_function_options(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
@@ -986,15 +923,19 @@ impl TrainConfig {
             other => other,
         };
         let n_steps = self.policy.n_steps;
-        self.reinforce_config()
-            .validate(n_steps)
-            .map_err(in_agent)?;
-        let ppo = self.ppo_config();
-        ppo.validate().map_err(in_agent)?;
+        self.agent.validate(n_steps).map_err(in_agent)?;
+        let in_ppo = |e: Error| match e {
+            Error::Config { location, message } => {
+                Error::config(at(&format!("ppo.{location}")), message)
+            }
+            other => other,
+        };
+        self.ppo.validate().map_err(in_ppo)?;
         if self.finetune.agent == "ppo" {
             let ft_steps = self.agent.ft_steps.unwrap_or(n_steps);
-            ppo.check_minibatch(self.finetune.batch_size * ft_steps)
-                .map_err(in_agent)?;
+            self.ppo
+                .check_minibatch(self.finetune.batch_size * ft_steps)
+                .map_err(in_ppo)?;
         }
         Ok(())
     }

@@ -6,7 +6,12 @@
 //! run loop itself is the core crate's `denoise_gym::train::Trainer`.
 
 pub mod build;
+pub mod builtin;
+pub mod catalog;
+pub mod cli;
 pub mod commands;
+pub mod compat;
 pub mod config;
 pub mod eval;
 pub mod plots;
+pub mod registry;

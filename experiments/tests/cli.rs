@@ -14,6 +14,7 @@ use std::process::Output;
 
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::log::read_tensorboard_scalars;
+use denoise_gym_experiments::builtin;
 use denoise_gym_experiments::config::TrainConfig;
 use tempfile::TempDir;
 
@@ -198,7 +199,12 @@ fn train_writes_a_complete_run_directory() {
     assert_eq!(config["pretrain"]["iterations"].as_integer(), Some(60));
     assert_eq!(config["run"]["seed"].as_integer(), Some(3));
     assert_eq!(config["data"]["dataset"].as_str(), Some("8gaussians"));
-    let resolved = TrainConfig::load(Some(&run.join("config.toml")), &[]).unwrap();
+    let resolved = TrainConfig::load(
+        Some(&run.join("config.toml")),
+        &[],
+        &builtin::catalog().unwrap(),
+    )
+    .unwrap();
     assert_eq!(resolved.policy.depth, 1);
     assert_eq!(resolved.pretrain.log_every, 5);
 
@@ -1044,9 +1050,9 @@ fn a_gcd_run_resumed_mid_finetuning_matches_an_uninterrupted_one() {
 const TINY_PPO: &[&str] = &[
     "finetune.agent=\"ppo\"",
     "agent.ft_steps=2",
-    "agent.ppo_minibatch_size=16",
-    "agent.ppo_epochs=2",
-    "agent.ppo_target_kl=0.5",
+    "ppo.minibatch_size=16",
+    "ppo.epochs=2",
+    "ppo.target_kl=0.5",
     "agent.gamma_denoising=0.9",
     "agent.min_sigma_sample=0.05",
     "agent.min_sigma_logprob=0.05",
@@ -1152,11 +1158,11 @@ fn a_ppo_run_with_frozen_steps_resumes_to_the_same_numbers() {
                 &[
                     "finetune.agent=\"ppo\"",
                     "agent.ft_steps=2",
-                    "agent.ppo_minibatch_size=65",
+                    "ppo.minibatch_size=65",
                 ],
             ),
         ),
-        &["agent.ppo_minibatch_size", "64"],
+        &["ppo.minibatch_size", "64"],
     );
 }
 
@@ -1243,9 +1249,9 @@ fn init_from_and_agent_options_are_checked() {
     assert_fails_with(
         &dgym(
             tmp.path(),
-            &finetune_args(&tmp.path().join("x3"), &["agent.baseline=\"lob\""]),
+            &finetune_args(&tmp.path().join("x3"), &["finetune.baseline=\"lob\""]),
         ),
-        &["agent.baseline", "leave_one_out"],
+        &["finetune.baseline", "leave_one_out"],
     );
     assert_fails_with(
         &dgym(
@@ -1259,7 +1265,10 @@ fn init_from_and_agent_options_are_checked() {
             tmp.path(),
             &finetune_args(
                 &tmp.path().join("x5"),
-                &["agent.baseline=\"leave_one_out\"", "finetune.batch_size=1"],
+                &[
+                    "finetune.baseline=\"leave_one_out\"",
+                    "finetune.batch_size=1",
+                ],
             ),
         ),
         &["leave_one_out", "at least 2"],

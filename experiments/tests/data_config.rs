@@ -3,7 +3,17 @@
 use denoise_gym::metrics::mode_stats;
 use denoise_gym::rng::seeded;
 use denoise_gym_experiments::build::build_dataset;
-use denoise_gym_experiments::config::DataConfig;
+use denoise_gym_experiments::builtin;
+use denoise_gym_experiments::config::{DataConfig, TrainConfig};
+
+/// `[data]` built into a whole config.
+fn dataset(data: &DataConfig) -> anyhow::Result<std::sync::Arc<dyn denoise_gym_envs::Dataset>> {
+    let config = TrainConfig {
+        data: data.clone(),
+        ..TrainConfig::default()
+    };
+    build_dataset(&builtin::registry::<dfdx::tensor::Cpu>()?, &config)
+}
 
 #[test]
 fn mixture_weights_and_std_reshape_the_eight_gaussians() {
@@ -13,7 +23,7 @@ fn mixture_weights_and_std_reshape_the_eight_gaussians() {
         mixture_std: 0.1,
         ..DataConfig::default()
     };
-    let data = build_dataset(&config).unwrap();
+    let data = dataset(&config).unwrap();
     let mixture = data.as_mixture().expect("still a mixture");
     assert_eq!(mixture.weights()[0], 8.0 / 20.0);
     assert!(mixture.stds().iter().all(|&s| s == 0.1));
@@ -49,7 +59,7 @@ fn mixture_options_are_checked() {
         mixture_weights: vec![1.0, 2.0],
         ..DataConfig::default()
     };
-    let err = format!("{:#}", build_dataset(&wrong_count).err().unwrap());
+    let err = format!("{:#}", dataset(&wrong_count).err().unwrap());
     assert!(
         err.contains("data.mixture_weights") && err.contains("2 weights"),
         "{err}"
@@ -59,13 +69,13 @@ fn mixture_options_are_checked() {
         mixture_std: 0.1,
         ..DataConfig::default()
     };
-    let err = format!("{:#}", build_dataset(&not_mixture).err().unwrap());
+    let err = format!("{:#}", dataset(&not_mixture).err().unwrap());
     assert!(err.contains("not a Gaussian mixture"), "{err}");
     let negative = DataConfig {
         dataset: "8gaussians".to_string(),
         mixture_std: -1.0,
         ..DataConfig::default()
     };
-    let err = format!("{:#}", build_dataset(&negative).err().unwrap());
+    let err = format!("{:#}", dataset(&negative).err().unwrap());
     assert!(err.contains("data.mixture_std"), "{err}");
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym_envs::TabularDataset;
+use denoise_gym_experiments::builtin;
 use denoise_gym_experiments::commands::compare::compare_runs;
 use denoise_gym_experiments::commands::sweep::load_plan;
 use denoise_gym_experiments::commands::sweep::plan::config_keys;
@@ -64,11 +65,12 @@ proptest! {
         value in hostile_value(),
         use_known in any::<bool>(),
     ) {
-        let keys = config_keys();
+        let keys = config_keys(&builtin::catalog().unwrap());
         let key = if use_known { keys[key_index % keys.len()].clone() } else { garbage_key };
         let set = format!("{key}={value}");
-        match TrainConfig::from_toml_str("fuzz.toml", config_text(), std::slice::from_ref(&set)) {
-            Ok(config) => prop_assert!(config.validate("again").is_ok()),
+        let catalog = builtin::catalog().unwrap();
+        match TrainConfig::from_toml_str("fuzz.toml", config_text(), std::slice::from_ref(&set), &catalog) {
+            Ok(config) => prop_assert!(config.validate_with("again", &catalog).is_ok()),
             Err(e) => {
                 let message = format!("{e:#}");
                 prop_assert!(!message.is_empty());
@@ -80,7 +82,7 @@ proptest! {
     #[test]
     fn config_files_never_panic(lines in proptest::collection::vec("[a-z_\\[\\]\\.=\" 0-9-]{0,40}", 0..12)) {
         let text = lines.join("\n");
-        let _ = TrainConfig::from_toml_str("fuzz.toml", &text, &[]);
+        let _ = TrainConfig::from_toml_str("fuzz.toml", &text, &[], &builtin::catalog().unwrap());
     }
 }
 
@@ -140,7 +142,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         write_temp(dir.path(), "base.toml", config_text().as_bytes());
         let path = write_temp(dir.path(), "sweep.toml", lines.join("\n").as_bytes());
-        let _ = load_plan(&path);
+        let _ = load_plan(&path, &builtin::catalog().unwrap());
     }
 
     /// `eval.json` files of any shape, read by `dgym compare`.
@@ -230,9 +232,14 @@ fn regression_cases_give_clear_errors() {
         long_key.as_str(),
         nested.as_str(),
     ] {
-        let err = TrainConfig::from_toml_str("fuzz.toml", config_text(), &[set.to_string()])
-            .err()
-            .unwrap_or_else(|| panic!("{} accepted", &set[..set.len().min(60)]));
+        let err = TrainConfig::from_toml_str(
+            "fuzz.toml",
+            config_text(),
+            &[set.to_string()],
+            &builtin::catalog().unwrap(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{} accepted", &set[..set.len().min(60)]));
         let message = format!("{err:#}");
         assert!(message.len() < 2_000, "an error of {} bytes", message.len());
     }
@@ -241,7 +248,12 @@ fn regression_cases_give_clear_errors() {
         "ddaebm.hidden=9223372036854775807",
         "ddaebm.batch_size=1000000000000",
     ] {
-        let err = TrainConfig::from_toml_str("fuzz.toml", ddaebm, &[set.to_string()]);
+        let err = TrainConfig::from_toml_str(
+            "fuzz.toml",
+            ddaebm,
+            &[set.to_string()],
+            &builtin::catalog().unwrap(),
+        );
         assert!(
             format!("{:#}", err.unwrap_err()).contains("memory"),
             "{set}"

@@ -232,13 +232,13 @@ fn settings_that_only_fine_tuning_or_the_end_of_a_run_use_fail_before_any_work()
     let tmp = TempDir::new().unwrap();
     for (set, key) in [
         ("reward.hidden=0", "reward.hidden"),
-        ("agent.value_hidden=0", "agent.value_hidden"),
+        ("value_baseline.hidden=0", "value_baseline.hidden"),
         ("reward.held_out=0", "reward.held_out"),
         ("agent.grad_clip=-1", "agent.grad_clip"),
         ("pretrain.grad_clip=nan", "pretrain.grad_clip"),
         ("agent.lr=0", "agent.lr"),
         ("reward.lr=0", "reward.lr"),
-        ("agent.value_steps=0", "agent.value_steps"),
+        ("value_baseline.steps=0", "value_baseline.steps"),
         ("eval.swd_directions=0", "eval.swd_directions"),
     ] {
         let run = tmp.path().join("never");

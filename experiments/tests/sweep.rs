@@ -42,8 +42,8 @@ const TINY_FINETUNE: &str = r#"
 "reward.depth" = 1
 "reward.grid_size" = 32
 "reward.held_out" = 100
-"agent.value_hidden" = 16
-"agent.value_depth" = 1
+"value_baseline.hidden" = 16
+"value_baseline.depth" = 1
 "#;
 
 /// `dgym sweep FILE --out OUT EXTRA...` in `cwd`.
@@ -586,7 +586,7 @@ fn aggregate_counts_failed_and_missing_runs_and_computes_the_statistics() {
         tmp.path(),
         "agg.toml",
         "",
-        "seeds = [0, 1, 2]\nmetrics = [\"swd\"]\n[grid]\n\"agent.baseline\" = { name = \"b\", values = [\"none\", \"value\"] }\n",
+        "seeds = [0, 1, 2]\nmetrics = [\"swd\"]\n[grid]\n\"finetune.baseline\" = { name = \"b\", values = [\"none\", \"value\"] }\n",
     );
     let out = tmp.path().join("out");
     let script = tmp.path().join("agg.sbatch");
@@ -648,11 +648,13 @@ fn aggregate_counts_failed_and_missing_runs_and_computes_the_statistics() {
 
 #[test]
 fn sweep_keys_include_every_documented_key_and_unset_optional_ones() {
-    let keys = denoise_gym_experiments::commands::sweep::config_keys();
+    let keys = denoise_gym_experiments::commands::sweep::config_keys(
+        &denoise_gym_experiments::builtin::catalog().unwrap(),
+    );
     for key in [
         "policy.n_steps",
         "agent.tau_entropy",
-        "agent.ppo_minibatch_size",
+        "ppo.minibatch_size",
         "agent.ft_steps",
         "dxdp.value_target",
         "ddaebm.r1",

@@ -21,7 +21,9 @@ use serde::Serialize;
 use crate::build::{
     build_dataset, build_policy, data_batches, ddaebm_phase, dsm_phase, finetune_phase,
 };
+use crate::catalog::Catalog;
 use crate::config::TrainConfig;
+use crate::registry::Registry;
 use denoise_gym::train::Phase;
 
 /// The DSM recipe every policy row starts from (T = 4, width 128, depth 3).
@@ -279,25 +281,27 @@ fn time_iterations(
     })
 }
 
-fn load(config: (&str, &str), overrides: &[String]) -> Result<TrainConfig> {
-    TrainConfig::from_toml_str(config.0, config.1, overrides)
+fn load(config: (&str, &str), overrides: &[String], catalog: &Catalog) -> Result<TrainConfig> {
+    TrainConfig::from_toml_str(config.0, config.1, overrides, catalog)
         .with_context(|| format!("the bench's built-in config {}", config.0))
 }
 
 /// Runs one row at one batch size.
 fn bench_row<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     name: &str,
     batch: usize,
     quick: bool,
     block_seconds: f64,
 ) -> Result<BenchRow> {
     let set = |key: &str, value: usize| format!("{key}={value}");
+    let catalog = registry.catalog();
     let mut rng = Stream::Bench.rng(0);
     let (config, unit, timing) = match name {
         "dsm_step" => {
-            let config = load(DDPM_CONFIG, &[set("pretrain.batch_size", batch)])?;
-            let dataset = build_dataset(&config.data)?;
+            let config = load(DDPM_CONFIG, &[set("pretrain.batch_size", batch)], catalog)?;
+            let dataset = build_dataset(registry, &config)?;
             let mut phase = dsm_phase(dev, &config, &dataset)?;
             let timing = time_iterations(quick, block_seconds, || {
                 phase.train_step().map(|_| ()).map_err(Into::into)
@@ -306,7 +310,7 @@ fn bench_row<D: Backend>(
         }
         "sample_t4" | "sample_t100" => {
             let n_steps = if name == "sample_t4" { 4 } else { 100 };
-            let config = load(DDPM_CONFIG, &[set("policy.n_steps", n_steps)])?;
+            let config = load(DDPM_CONFIG, &[set("policy.n_steps", n_steps)], catalog)?;
             // A fresh (untrained) policy: timing does not depend on the weights.
             let policy = build_policy(dev, &config, 2)?;
             let timing = time_iterations(quick, block_seconds, || {
@@ -323,23 +327,23 @@ fn bench_row<D: Backend>(
                 // Two minibatches per epoch at every batch, as the shipped 512 at B = 256.
                 "gcd_ppo" => (
                     PPO_CONFIG,
-                    vec![set("agent.ppo_minibatch_size", (batch * 4 / 2).max(1))],
+                    vec![set("ppo.minibatch_size", (batch * 4 / 2).max(1))],
                 ),
                 _ => (DXMI_CONFIG, vec![]),
             };
             overrides.push(set("finetune.batch_size", batch));
-            let config = load(source, &overrides)?;
-            let dataset: Arc<dyn Dataset> = build_dataset(&config.data)?;
+            let config = load(source, &overrides, catalog)?;
+            let dataset: Arc<dyn Dataset> = build_dataset(registry, &config)?;
             let policy = build_policy(dev, &config, dataset.dim())?;
-            let mut phase = finetune_phase(dev, &config, &dataset, policy, 0)?;
+            let mut phase = finetune_phase(dev, registry, &config, &dataset, policy, 0)?;
             let timing = time_iterations(quick, block_seconds, || {
                 phase.step().map(|_| ()).map_err(Into::into)
             })?;
             (config, "it/s", timing)
         }
         "ddaebm" => {
-            let config = load(DDAEBM_CONFIG, &[set("ddaebm.batch_size", batch)])?;
-            let dataset = build_dataset(&config.data)?;
+            let config = load(DDAEBM_CONFIG, &[set("ddaebm.batch_size", batch)], catalog)?;
+            let dataset = build_dataset(registry, &config)?;
             let mut phase = ddaebm_phase(dev, &config, dataset.dim(), data_batches(dev, &dataset))?;
             let timing = time_iterations(quick, block_seconds, || {
                 phase.step().map(|_| ()).map_err(Into::into)
@@ -388,6 +392,7 @@ fn bench_row<D: Backend>(
 /// Runs the bench; `progress` gets each row as it finishes.
 pub fn run_bench<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     device_name: &str,
     options: &BenchOptions,
     mut progress: impl FnMut(&BenchRow),
@@ -424,7 +429,7 @@ pub fn run_bench<D: Backend>(
             batches.sort_unstable();
         }
         for batch in batches {
-            let row = bench_row(dev, name, batch, options.quick, block_seconds)
+            let row = bench_row(dev, registry, name, batch, options.quick, block_seconds)
                 .with_context(|| format!("bench row {name} at batch {batch}"))?;
             progress(&row);
             rows.push(row);

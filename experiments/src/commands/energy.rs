@@ -8,16 +8,18 @@ use denoise_gym::tensor::Backend;
 use denoise_gym_envs::TabularDataset;
 
 use crate::build::load_energy_model;
+use crate::catalog::Catalog;
 
 /// Writes the input columns of `points` plus `energy` (calibrated: `E/T_E`, so that
 /// `p ∝ exp(-energy)`) and `energy_raw`.
 pub fn write_energies<D: Backend>(
     dev: &D,
+    catalog: &Catalog,
     run_dir: &Path,
     points: &Path,
     out: &Path,
 ) -> Result<usize> {
-    let model = load_energy_model(dev, run_dir)?;
+    let model = load_energy_model(dev, catalog, run_dir)?;
     let table = TabularDataset::from_csv(points, false)?;
     let dim = table.points().len() / table.len().max(1);
     if dim != model.dim() {

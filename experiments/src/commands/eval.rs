@@ -11,22 +11,25 @@ use denoise_gym::train::RunDir;
 use crate::build::{build_dataset, load_any_sampler, load_energy_model, load_run_config};
 use crate::eval::{energy_metrics, evaluate_sampler, metrics_to_json};
 use crate::plots;
+use crate::registry::Registry;
 
 /// `dgym eval RUN_DIR`: writes `eval.json` and the figures into the run directory;
 /// returns the path of `eval.json`.
 pub fn evaluate_run<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     run_dir: &Path,
     n: Option<usize>,
     seed: Option<u64>,
 ) -> Result<PathBuf> {
     let started = Instant::now();
     let run = RunDir::new(run_dir);
-    let config = load_run_config(&run)?;
+    let catalog = registry.catalog();
+    let config = load_run_config(&run, catalog)?;
     let (checkpoint, _) = run.load_latest_checkpoint()?;
     crate::build::warn_if_unfinished(&run);
-    let dataset = build_dataset(&config.data)?;
-    let sampler = load_any_sampler(dev, run_dir)?;
+    let dataset = build_dataset(registry, &config)?;
+    let sampler = load_any_sampler(dev, catalog, run_dir)?;
     let n = n.unwrap_or(config.eval.n_samples);
     if n < 2 {
         bail!("--n must be at least 2");
@@ -95,7 +98,7 @@ pub fn evaluate_run<D: Backend>(
         figures.push("curves.png");
     }
     if checkpoint.metadata.get("reward_kind").map(String::as_str) == Some("ebm") && dim == 2 {
-        let model = load_energy_model(dev, run_dir)?;
+        let model = load_energy_model(dev, catalog, run_dir)?;
         let energy = energy_metrics(&model, dataset.as_ref(), &config, &mut rng)?;
         metrics.extend(energy.metrics);
         plots::density_side_by_side(

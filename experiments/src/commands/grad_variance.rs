@@ -31,7 +31,9 @@ use serde_json::json;
 
 use denoise_gym::train::RunDir;
 
-use crate::build::{build_baseline, load_energy_model, load_run_config};
+use crate::build::{load_energy_model, load_run_config};
+use crate::catalog::ComponentKind;
+use crate::registry::Registry;
 
 /// Options of one measurement.
 #[derive(Debug, Clone)]
@@ -69,6 +71,7 @@ pub struct GradVarianceRow {
 /// Measures every baseline at the fixed point of `run_dir`'s last checkpoint.
 pub fn grad_variance<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     run_dir: &Path,
     options: &GradVarianceOptions,
 ) -> Result<Vec<GradVarianceRow>> {
@@ -76,7 +79,8 @@ pub fn grad_variance<D: Backend>(
         bail!("--batches must be at least 2 (a variance needs two batches)");
     }
     let run = RunDir::new(run_dir);
-    let config = load_run_config(&run)?;
+    let catalog = registry.catalog();
+    let config = load_run_config(&run, catalog)?;
     let (checkpoint, path) = run.load_latest_checkpoint()?;
     if checkpoint.metadata.get("phase").map(String::as_str) != Some("finetune") {
         bail!(
@@ -84,7 +88,7 @@ pub fn grad_variance<D: Backend>(
             run_dir.display()
         );
     }
-    let ebm = load_energy_model(dev, run_dir)?;
+    let ebm = load_energy_model(dev, catalog, run_dir)?;
     let dim: usize = checkpoint.meta_parse(&path, "dim")?;
     let batch_size = options.batch_size.unwrap_or(config.finetune.batch_size);
     if batch_size < 2 {
@@ -92,10 +96,10 @@ pub fn grad_variance<D: Backend>(
     }
     let mut names = vec!["none".to_string()];
     for name in &options.baselines {
-        if !denoise_gym_agents::BASELINES.contains(&name.as_str()) {
+        if catalog.find(ComponentKind::Baseline, name).is_none() {
             bail!(
                 "--baselines: unknown baseline {name:?}; expected some of {}",
-                denoise_gym_agents::BASELINES.join(", ")
+                catalog.names(ComponentKind::Baseline).join(", ")
             );
         }
         if !names.contains(name) {
@@ -109,8 +113,9 @@ pub fn grad_variance<D: Backend>(
         let policy =
             GaussianPolicy::new(dev, config.policy_spec(dim), config.schedule()?, &mut rng)?;
         let n_steps = policy.n_steps();
-        let baseline = build_baseline(dev, &config, &config.agent.baseline, dim, n_steps)?;
-        let mut agent = Reinforce::new(policy, baseline, config.reinforce_config())?;
+        let baseline =
+            registry.build_baseline(dev, &config, &config.finetune.baseline, dim, n_steps)?;
+        let mut agent = Reinforce::new(policy, baseline, config.agent.clone())?;
         agent
             .load(&checkpoint, &path, "agent")
             .with_context(|| format!("loading the agent of {}", run_dir.display()))?;
@@ -130,8 +135,9 @@ pub fn grad_variance<D: Backend>(
     let mut rows = Vec::new();
     for name in &names {
         let mut agent = load_agent()?;
-        if *name != config.agent.baseline {
-            agent.baseline = build_baseline(dev, &config, name, dim, agent.policy.n_steps())?;
+        if *name != config.finetune.baseline {
+            agent.baseline =
+                registry.build_baseline(dev, &config, name, dim, agent.policy.n_steps())?;
         }
         let mut warmup_rng = Stream::GradVarianceWarmup.rng(options.seed);
         for _ in 0..options.warmup {

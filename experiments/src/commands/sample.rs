@@ -7,6 +7,7 @@ use denoise_gym::rng::Stream;
 use denoise_gym::tensor::Backend;
 
 use crate::build::load_any_sampler;
+use crate::catalog::Catalog;
 
 /// Samples drawn (and held in memory) at once by `dgym sample`.
 pub const SAMPLES_PER_BLOCK: usize = 65_536;
@@ -14,6 +15,7 @@ pub const SAMPLES_PER_BLOCK: usize = 65_536;
 /// Writes `n` samples of a run's sampler to a CSV file with header `x0,x1,…`.
 pub fn write_samples<D: Backend>(
     dev: &D,
+    catalog: &Catalog,
     run_dir: &Path,
     n: usize,
     seed: u64,
@@ -22,7 +24,7 @@ pub fn write_samples<D: Backend>(
     if n == 0 {
         bail!("--n must be at least 1");
     }
-    let policy = load_any_sampler(dev, run_dir)?;
+    let policy = load_any_sampler(dev, catalog, run_dir)?;
     crate::build::warn_if_unfinished(&denoise_gym::train::RunDir::new(run_dir));
     let mut rng = Stream::Eval.rng(seed);
     let dim = policy.dim();

@@ -25,6 +25,7 @@ use crate::build::{
 };
 use crate::config::TrainConfig;
 use crate::eval::{evaluate, log_eval, training_snapshot};
+use crate::registry::Registry;
 
 /// Options of one `dgym train` invocation.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +126,7 @@ fn trainer_options(config: &TrainConfig, options: &TrainOptions) -> TrainerOptio
 /// Starts a new run of `config` in `out`.
 pub fn train_new<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     config: TrainConfig,
     out: &Path,
     options: &TrainOptions,
@@ -132,7 +134,7 @@ pub fn train_new<D: Backend>(
     // Everything that can fail on bad input is checked before the directory is created,
     // so a failed start leaves nothing behind to block the corrected command.
     RunDir::new(out).check_vacant()?;
-    let dataset = build_dataset(&config.data)?;
+    let dataset = build_dataset(registry, &config)?;
     let start = if config.run.method == denoise_gym_agents::ddaebm::PHASE {
         Start::Ddaebm(ddaebm_phase(
             dev,
@@ -147,17 +149,17 @@ pub fn train_new<D: Backend>(
             // dropped: a bad agent, reward or baseline setting fails before pretraining,
             // not after it (each component draws from its own RNG stream, so this moves
             // no number).
-            finetune_phase(dev, &config, &dataset, dsm.sampler(), 0)?;
+            finetune_phase(dev, registry, &config, &dataset, dsm.sampler(), 0)?;
         }
         Start::Pretrain(dsm)
     } else {
         if config.finetune.iterations == 0 {
             bail!("key finetune.init_from: starting from another run only makes sense with finetune.iterations > 0");
         }
-        let policy = sampler_from_run(dev, &config, dataset.dim())?;
+        let policy = sampler_from_run(dev, registry.catalog(), &config, dataset.dim())?;
         let start_eval = evaluate(&policy, dataset.as_ref(), &config)?;
         Start::Finetune(
-            finetune_phase(dev, &config, &dataset, policy, 0)?,
+            finetune_phase(dev, registry, &config, &dataset, policy, 0)?,
             start_eval,
         )
     };
@@ -169,17 +171,18 @@ pub fn train_new<D: Backend>(
         trainer_options(&config, options),
     )?;
     trainer.log_hparams(&config.hparams(), &text)?;
-    run_phases(dev, trainer, config, dataset, start)
+    run_phases(dev, registry, trainer, config, dataset, start)
 }
 
 /// Continues an interrupted run from its last checkpoint.
 pub fn train_resume<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     run_dir: &Path,
     options: &TrainOptions,
 ) -> Result<TrainOutcome> {
-    let config = load_run_config(&RunDir::new(run_dir))?;
-    let dataset = build_dataset(&config.data)?;
+    let config = load_run_config(&RunDir::new(run_dir), registry.catalog())?;
+    let dataset = build_dataset(registry, &config)?;
     let trainer = Trainer::resume(run_dir, config.run.seed, trainer_options(&config, options))?;
     let Some(resumed) = trainer.resumed() else {
         bail!("internal: a resumed trainer without a checkpoint");
@@ -192,7 +195,7 @@ pub fn train_resume<D: Backend>(
             let start_eval =
                 serde_json::from_str(resumed.checkpoint.meta(&resumed.path, START_EVAL)?)?;
             Start::Finetune(
-                finetune_phase(dev, &config, &dataset, skeleton, 0)?,
+                finetune_phase(dev, registry, &config, &dataset, skeleton, 0)?,
                 start_eval,
             )
         }
@@ -207,11 +210,12 @@ pub fn train_resume<D: Backend>(
             resumed.path.display()
         ),
     };
-    run_phases(dev, trainer, config, dataset, start)
+    run_phases(dev, registry, trainer, config, dataset, start)
 }
 
 fn run_phases<D: Backend>(
     dev: &D,
+    registry: &Registry<D>,
     mut trainer: Trainer<D>,
     config: TrainConfig,
     dataset: Arc<dyn Dataset>,
@@ -252,7 +256,8 @@ fn run_phases<D: Backend>(
                 summary["eval"] = pretrained_eval;
                 return finish(trainer, summary);
             }
-            let finetune = finetune_phase(dev, &config, &dataset, sampler, dsm.iteration)?;
+            let finetune =
+                finetune_phase(dev, registry, &config, &dataset, sampler, dsm.iteration)?;
             trainer.add_callback(Box::new(StartEval(pretrained_eval.to_string())));
             // The hand-over is a checkpoint of its own: a run killed now resumes in fine-tuning.
             trainer.save_checkpoint(&finetune, false)?;
@@ -278,7 +283,7 @@ fn run_phases<D: Backend>(
         "iterations_per_s": iterations as f64 / wall_time_s.max(1e-9),
         "agent": config.finetune.agent,
         "reward": config.finetune.reward,
-        "baseline": config.agent.baseline,
+        "baseline": config.finetune.baseline,
     });
     summary["eval_start"] = start_eval;
     summary["eval"] = final_eval;

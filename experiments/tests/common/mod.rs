@@ -53,8 +53,8 @@ pub const TINY_FINETUNE: &[&str] = &[
     "reward.depth=1",
     "reward.grid_size=32",
     "reward.held_out=200",
-    "agent.value_hidden=16",
-    "agent.value_depth=1",
+    "value_baseline.hidden=16",
+    "value_baseline.depth=1",
 ];
 
 /// `train CONFIG --out OUT --set <set>...`.

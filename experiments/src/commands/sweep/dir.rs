@@ -41,7 +41,10 @@ pub fn read_plan(dir: &Path) -> Result<Plan> {
             dir.display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a sweep plan", path.display()))
+    let plan: Plan = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a sweep plan", path.display()))?;
+    plan.migrated()
+        .with_context(|| format!("{}: the stored plan", path.display()))
 }
 
 /// Refuses a directory holding another sweep's runs (or anything else).

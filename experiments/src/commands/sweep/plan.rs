@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
 use crate::config::TrainConfig;
 
 /// Metrics aggregated when the sweep file names none.
@@ -81,6 +82,34 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan with config keys that moved since it was written (docs: compat) under
+    /// their new names, and its base config in today's layout, so that a sweep directory
+    /// written before a key moved still resumes.
+    pub fn migrated(mut self) -> Result<Self> {
+        let rename = |assignment: &str| match assignment.split_once('=') {
+            Some((key, value)) => match crate::compat::renamed(key) {
+                Some(new) => format!("{new}={value}"),
+                None => assignment.to_string(),
+            },
+            None => assignment.to_string(),
+        };
+        for axis in &mut self.axes {
+            for key in &mut axis.keys {
+                if let Some(new) = crate::compat::renamed(key) {
+                    *key = new.to_string();
+                }
+            }
+        }
+        for run in &mut self.runs {
+            run.overrides = run.overrides.iter().map(|o| rename(o)).collect();
+        }
+        if crate::compat::migrate_text(&self.base_config, "the stored plan")?.is_some() {
+            let base = TrainConfig::parse_text("the stored plan's base config", &self.base_config)?;
+            self.base_config = denoise_gym::config::to_toml(&base)?;
+        }
+        Ok(self)
+    }
+
     /// Whether two plans describe the same runs (same base config, axes, seeds and
     /// overrides); metrics and the plot may differ.
     pub fn same_runs(&self, other: &Plan) -> bool {
@@ -168,8 +197,8 @@ pub(super) fn suggestion<'a>(name: &str, candidates: impl Iterator<Item = &'a st
 
 /// Every leaf key of a [`TrainConfig`], dotted (`policy.n_steps`), optional keys (absent
 /// from a serialised default) included.
-pub fn config_keys() -> Vec<String> {
-    let mut keys: Vec<String> = TrainConfig::section_docs()
+pub fn config_keys(catalog: &Catalog) -> Vec<String> {
+    let mut keys: Vec<String> = TrainConfig::section_docs_with(catalog)
         .iter()
         .flat_map(|section| {
             section
@@ -190,8 +219,13 @@ pub fn config_keys() -> Vec<String> {
     keys
 }
 
-/// Checks that `key` is a config field; `where_` says where it appeared.
-pub(super) fn check_key(key: &str, known: &[String], file: &str, where_: &str) -> Result<()> {
+/// Checks that `key` is a config field; `where_` says where it appeared. Returns the
+/// key's current name: an old one (docs: compat) is renamed, with a warning.
+pub(super) fn check_key(key: &str, known: &[String], file: &str, where_: &str) -> Result<String> {
+    if let Some(new) = crate::compat::renamed(key) {
+        crate::compat::warn_renamed(&format!("{file}, {where_}"), key, new);
+        return Ok(new.to_string());
+    }
     if key == "run.seed" {
         bail!("{file}, {where_}: run.seed is set by `seeds = [...]`, not as a config key");
     }
@@ -201,7 +235,7 @@ pub(super) fn check_key(key: &str, known: &[String], file: &str, where_: &str) -
             suggestion(key, known.iter().map(String::as_str))
         );
     }
-    Ok(())
+    Ok(key.to_string())
 }
 
 /// The paths (segments) of a table's entries in file order, descending into tables
@@ -283,7 +317,7 @@ pub(super) fn section<'a>(
 }
 
 /// Reads and expands a sweep file, checking every run's config.
-pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
+pub fn load_plan(sweep_file: &Path, catalog: &Catalog) -> Result<Plan> {
     let file = sweep_file.display().to_string();
     let text = std::fs::read_to_string(sweep_file)
         .with_context(|| format!("reading sweep file {file}"))?;
@@ -303,7 +337,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
             );
         }
     }
-    let known = config_keys();
+    let known = config_keys(catalog);
 
     // The base config, then `[set]`.
     let base_dir = sweep_file.parent().unwrap_or(Path::new("."));
@@ -311,11 +345,13 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
         None => TrainConfig::default(),
         Some(toml::Value::String(path)) => {
             let path = base_dir.join(path);
-            TrainConfig::load(Some(&path), &[])
+            TrainConfig::load(Some(&path), &[], catalog)
                 .with_context(|| format!("{file}, key base: the base config {}", path.display()))?
         }
         Some(toml::Value::Table(inline)) => {
-            TrainConfig::deserialize(toml::Value::Table(inline.clone()))
+            let mut inline = inline.clone();
+            crate::compat::migrate_table(&mut inline, &format!("{file}, [base]"))?;
+            TrainConfig::deserialize(toml::Value::Table(inline))
                 .map_err(|e| anyhow!("{file}, [base]: {}", e.to_string().trim_end()))?
         }
         Some(_) => bail!("{file}, key base: expected a config path (string) or a [base] table"),
@@ -323,9 +359,9 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
     if let Some((set, doc_set)) = section(&table, &document, "set", &file)? {
         let mut overrides = Vec::new();
         for path in ordered_paths(doc_set, &[], &|_| false) {
-            let key = path.join(".");
-            check_key(&key, &known, &file, "[set]")?;
-            let value = get_path(set, &path).ok_or_else(|| anyhow!("{file}, [set]: {key}"))?;
+            let written = path.join(".");
+            let key = check_key(&written, &known, &file, "[set]")?;
+            let value = get_path(set, &path).ok_or_else(|| anyhow!("{file}, [set]: {written}"))?;
             overrides.push(format!(
                 "{key}={}",
                 check_value(value, &file, &format!("[set] {key}"))?
@@ -334,7 +370,9 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
         base = denoise_gym::config::apply_overrides(base, &overrides)
             .with_context(|| format!("{file}, [set]"))?;
     }
-    base.validate(&format!("{file} (base config)"))?;
+    let base_file = format!("{file} (base config)");
+    base.resolve_sections(&|_| base_file.clone(), catalog)?;
+    base.validate_with(&base_file, catalog)?;
     let base_config = denoise_gym::config::to_toml(&base)?;
 
     // Axes: [grid] entries, then [[zip]] groups.
@@ -342,9 +380,9 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
     if let Some((grid, doc_grid)) = section(&table, &document, "grid", &file)? {
         let is_spec = |t: &dyn toml_edit::TableLike| t.contains_key("values");
         for path in ordered_paths(doc_grid, &[], &is_spec) {
-            let key = path.join(".");
-            let where_ = format!("[grid] {key}");
-            check_key(&key, &known, &file, &where_)?;
+            let written = path.join(".");
+            let where_ = format!("[grid] {written}");
+            let key = check_key(&written, &known, &file, &where_)?;
             let entry = get_path(grid, &path).ok_or_else(|| anyhow!("{file}, {where_}"))?;
             let (name, values, labels) = match entry {
                 toml::Value::Array(values) => (None, values.clone(), None),
@@ -376,7 +414,9 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
                 .collect::<Result<Vec<_>>>()?;
             let labels = read_labels(labels.as_ref(), &values, &file, &where_)?;
             axes.push(Axis {
-                name: name.unwrap_or_else(|| last_segment(&key).to_string()),
+                // The name as written: a sweep directory from before a key moved keeps
+                // its run names.
+                name: name.unwrap_or_else(|| last_segment(&written).to_string()),
                 labels,
                 keys: vec![key],
                 values: texts.into_iter().map(|t| vec![t]).collect(),
@@ -396,6 +436,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
                 .as_table()
                 .ok_or_else(|| anyhow!("{file}, {where_zip}: expected a table"))?;
             let mut keys = Vec::new();
+            let mut written_keys = Vec::new();
             let mut columns: Vec<Vec<toml::Value>> = Vec::new();
             for path in ordered_paths(doc_zip, &[], &|_| false) {
                 let key = path.join(".");
@@ -403,7 +444,8 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
                     continue;
                 }
                 let where_ = format!("{where_zip}, {key}");
-                check_key(&key, &known, &file, &where_)?;
+                written_keys.push(key.clone());
+                let key = check_key(&key, &known, &file, &where_)?;
                 let values = get_path(zip, &path)
                     .and_then(|v| v.as_array())
                     .ok_or_else(|| anyhow!("{file}, {where_}: expected an array of values"))?;
@@ -438,7 +480,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
                 );
             }
             let name = match zip.get("name") {
-                None => keys
+                None => written_keys
                     .iter()
                     .map(|k| last_segment(k))
                     .collect::<Vec<_>>()
@@ -567,7 +609,7 @@ pub fn load_plan(sweep_file: &Path) -> Result<Plan> {
         }
         Some(_) => bail!("{file}, key plot: expected a [plot] table"),
     };
-    plan.runs = expand(&plan, &base, &file)?;
+    plan.runs = expand(&plan, &base, &file, catalog)?;
     Ok(plan)
 }
 
@@ -666,7 +708,12 @@ pub(super) fn parse_sibling(
 }
 
 /// Every grid point × seed, with overrides, `init_from` links and groups.
-pub(super) fn expand(plan: &Plan, base: &TrainConfig, file: &str) -> Result<Vec<PlannedRun>> {
+pub(super) fn expand(
+    plan: &Plan,
+    base: &TrainConfig,
+    file: &str,
+    catalog: &Catalog,
+) -> Result<Vec<PlannedRun>> {
     let axes = &plan.axes;
     let mut points: Vec<Vec<usize>> = vec![vec![]];
     for axis in axes {
@@ -734,7 +781,7 @@ pub(super) fn expand(plan: &Plan, base: &TrainConfig, file: &str) -> Result<Vec<
             let run = run_name(name, seed);
             let config = denoise_gym::config::apply_overrides(base.clone(), &run_overrides)
                 .with_context(|| format!("{file}, run {run}"))?;
-            config.validate(&format!("{file} (run {run})"))?;
+            config.validate_with(&format!("{file} (run {run})"), catalog)?;
             if source.is_some() && config.finetune.iterations == 0 {
                 bail!(
                     "{file}, run {run}: finetune.init_from starts from a sibling, which needs finetune.iterations > 0"

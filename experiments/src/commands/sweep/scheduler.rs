@@ -1,5 +1,6 @@
 //! Runs a sweep's runs as child `dgym` processes, at most `--jobs` at once, resumably.
 
+use crate::catalog::Catalog;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -169,11 +170,12 @@ pub fn run_sweep(
     sweep_file: &Path,
     options: &SweepOptions,
     runner: &Runner,
+    catalog: &Catalog,
 ) -> Result<SweepReport> {
     if options.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let plan = load_plan(sweep_file)?;
+    let plan = load_plan(sweep_file, catalog)?;
     let dir = options
         .out
         .clone()

@@ -1,5 +1,6 @@
 //! `--emit-slurm`: a Slurm job array whose task i runs shard i of the sweep.
 
+use crate::catalog::Catalog;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -17,8 +18,9 @@ pub fn emit_slurm(
     script: &Path,
     shards: Option<usize>,
     runner: &Runner,
+    catalog: &Catalog,
 ) -> Result<usize> {
-    let plan = load_plan(sweep_file)?;
+    let plan = load_plan(sweep_file, catalog)?;
     let shards = shards.unwrap_or(plan.n_groups()).max(1);
     if options.shard.is_some() {
         bail!("--emit-slurm writes one task per shard; give --shards N, not --shard");

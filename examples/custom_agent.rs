@@ -2,12 +2,13 @@
 //! 8 Gaussians, then GCD (a learned EBM reward, no MCMC) with a REINFORCE agent written
 //! here, both phases driven by `denoise_gym::train::Trainer`, so that the run gets
 //! `metrics.csv`, TensorBoard events, checkpoints and exact resume without a line of
-//! its own for them.
+//! its own for them. The same agent, with its config section, is one registry line in
+//! examples/custom_cli.rs, which gives it every `dgym` command.
 //!
 //! ```sh
-//! cargo run --release --example gcd_custom_agent -- runs/my-gcd                 # a new run, or resume it
-//! cargo run --release --example gcd_custom_agent -- runs/my-gcd --stop-after 500 # stop as if killed
-//! cargo run --release --example gcd_custom_agent -- runs/tiny --tiny             # seconds, for CI
+//! cargo run --release --example custom_agent -- runs/my-gcd                 # a new run, or resume it
+//! cargo run --release --example custom_agent -- runs/my-gcd --stop-after 500 # stop as if killed
+//! cargo run --release --example custom_agent -- runs/tiny --tiny             # seconds, for CI
 //! ```
 
 use std::path::Path;
@@ -25,35 +26,55 @@ use denoise_gym::reward::shared;
 use denoise_gym::rng::{ProjectRng, Stream};
 use denoise_gym::rollout::Rollout;
 use denoise_gym::schedule::{Schedule, ScheduleKind};
-use denoise_gym::tensor::{matrix, vector};
+use denoise_gym::tensor::{matrix, vector, Backend};
 use denoise_gym::train::{Cadence, Trainer, TrainerOptions};
 use denoise_gym::Result;
 use denoise_gym_envs::{Dataset, DenoisingEnv, GaussianMixture};
 use dfdx::prelude::*;
 
-/// REINFORCE on the ε-network, the batch-mean terminal reward as its baseline.
-pub struct PlainReinforce {
-    policy: GaussianPolicy<Cpu>,
-    optimizer: Adam<Cpu>,
-}
-
-impl PlainReinforce {
-    /// The agent of `policy`, with Adam at 1e-4 on its ε-network.
-    pub fn new(policy: GaussianPolicy<Cpu>) -> Result<Self> {
-        let params = policy.eps_net.parameters();
-        let optimizer = Adam::new(&params, vec![1e-4; params.len()], AdamConfig::default())?;
-        Ok(Self { policy, optimizer })
+denoise_gym::config_section! {
+    /// The `[plain_reinforce]` section.
+    pub struct PlainReinforceConfig {
+        /// Adam learning rate of the eps-network.
+        pub lr: f64 = 1e-4,
+        /// Global gradient-norm clip.
+        pub grad_clip: f64 = 1.0,
     }
 }
 
-impl Agent<Cpu> for PlainReinforce {
+/// REINFORCE on the ε-network, the batch-mean terminal reward as its baseline.
+pub struct PlainReinforce<D: Backend> {
+    policy: GaussianPolicy<D>,
+    optimizer: Adam<D>,
+    grad_clip: f64,
+}
+
+impl<D: Backend> PlainReinforce<D> {
+    /// The agent of `policy`, with Adam on its ε-network.
+    pub fn new(policy: GaussianPolicy<D>, config: &PlainReinforceConfig) -> Result<Self> {
+        let params = policy.eps_net.parameters();
+        let optimizer = Adam::new(
+            &params,
+            vec![config.lr; params.len()],
+            AdamConfig::default(),
+        )?;
+        let grad_clip = config.grad_clip;
+        Ok(Self {
+            policy,
+            optimizer,
+            grad_clip,
+        })
+    }
+}
+
+impl<D: Backend> Agent<D> for PlainReinforce<D> {
     fn name(&self) -> &str {
         "plain-reinforce"
     }
-    fn policy(&self) -> &GaussianPolicy<Cpu> {
+    fn policy(&self) -> &GaussianPolicy<D> {
         &self.policy
     }
-    fn update(&mut self, rollout: &Rollout<Cpu>, _: &mut ProjectRng, _: u64) -> Result<Stats> {
+    fn update(&mut self, rollout: &Rollout<D>, _: &mut ProjectRng, _: u64) -> Result<Stats> {
         let (n_steps, batch) = (rollout.n_steps(), rollout.batch_size());
         let (states, actions, steps) = rollout.stacked_transitions();
         let log_prob = self
@@ -64,10 +85,10 @@ impl Agent<Cpu> for PlainReinforce {
         let advantage = (0..n_steps * batch)
             .map(|k| reward[k % batch] - mean)
             .collect();
-        let objective = (log_prob * vector(&Cpu::default(), advantage)).sum() / batch as f32;
+        let objective = (log_prob * vector(self.policy.device(), advantage)).sum() / batch as f32;
         let mut grads = (-objective).backward();
         let mut g = gradients_of(&mut grads, &self.policy.eps_net.parameters())?;
-        let grad_norm = clip_grad_norm(&mut g, 1.0);
+        let grad_norm = clip_grad_norm(&mut g, self.grad_clip);
         self.optimizer
             .update(self.policy.eps_net.parameters_mut(), &g)?;
         Ok(vec![("plain/grad_norm".to_string(), grad_norm)])
@@ -130,7 +151,10 @@ pub fn train(dir: &Path, settings: &Settings, stop_after: Option<u64>) -> Result
         );
         let reward = shared(EbmReward::new(energy, ContrastiveConfig::default())?);
         let env = DenoisingEnv::new(dev.clone(), 2, n_steps, batch, reward.clone(), seed)?;
-        let agent = Box::new(PlainReinforce::new(policy)?);
+        let agent = Box::new(PlainReinforce::new(
+            policy,
+            &PlainReinforceConfig::default(),
+        )?);
         let rng = Stream::Finetune.rng(seed);
         IrlPhase::new(
             agent,
@@ -153,7 +177,7 @@ pub fn train(dir: &Path, settings: &Settings, stop_after: Option<u64>) -> Result
     let mut trainer = if dir.join("config.toml").exists() {
         Trainer::resume(dir, seed, options)?
     } else {
-        Trainer::create(dir, "# examples/gcd_custom_agent.rs\n", seed, options)?
+        Trainer::create(dir, "# examples/custom_agent.rs\n", seed, options)?
     };
     let mut finetune = if trainer.resumes_phase(denoise_gym::irl::PHASE) {
         gcd(new_policy()?, 0)?
@@ -188,7 +212,7 @@ pub fn train(dir: &Path, settings: &Settings, stop_after: Option<u64>) -> Result
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
-        eprintln!("usage: gcd_custom_agent RUN_DIR [--stop-after N] [--tiny]");
+        eprintln!("usage: custom_agent RUN_DIR [--stop-after N] [--tiny]");
         return std::process::ExitCode::FAILURE;
     };
     let stop_after = args
