@@ -41,10 +41,15 @@ def main(before_root, after_root):
         same_everywhere &= csv_same and sa == sb
         ev = sa.get("eval", {})
         kl = sa.get("ebm", {}).get("kl_calibrated")
+        figures = "".join(
+            f", {label} {ev[key]:{spec}}"
+            for label, key, spec in (("SWD", "swd", ".4f"), ("MMD²", "mmd2", ".5f"))
+            if isinstance(ev.get(key), (int, float))
+        )
         print(
             f"{name}: metrics.csv {'identical' if csv_same else 'DIFFERENT'}, "
-            f"summary.json {'identical' if sa == sb else 'DIFFERENT'}; "
-            f"SWD {ev.get('swd'):.4f}, MMD² {ev.get('mmd2'):.5f}"
+            f"summary.json {'identical' if sa == sb else 'DIFFERENT'}"
+            + figures
             + (f", KL {kl:.3f}" if kl is not None else "")
         )
     print("ALL IDENTICAL" if same_everywhere else "SOME DIFFER")

@@ -8,7 +8,7 @@ With --hparams it also checks TensorBoard's HParams plugin data (each KEY=VALUE 
 run's session-start hyperparameters, a successful session end) and the config text, and
 prints the hyperparameters as the HParams dashboard gets them.
 
-Used by .ci/run on a run written by examples/gcd_custom_agent.rs through the Trainer
+Used by .ci/run on a run written by examples/custom_agent.rs through the Trainer
 (killed and resumed, so its events span several files), and on a `dgym train` run.
 """
 
