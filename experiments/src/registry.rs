@@ -257,13 +257,7 @@ impl<D: Backend> Registry<D> {
         doc: &str,
         build: impl Fn(AgentContext<'_, D>, C) -> Result<Box<dyn Agent<D>>> + 'static,
     ) -> Result<&mut Self> {
-        self.catalog.add(
-            ComponentKind::Agent,
-            name,
-            doc,
-            Some(SectionSpec::of::<C>(name, doc)?),
-        )?;
-        let section = name.to_string();
+        let section = self.register_section::<C>(ComponentKind::Agent, name, doc)?;
         self.agents.insert(
             name.to_string(),
             Box::new(move |ctx| {
@@ -295,13 +289,7 @@ impl<D: Backend> Registry<D> {
         doc: &str,
         build: impl Fn(BaselineContext<'_, D>, C) -> Result<Box<dyn Baseline<D>>> + 'static,
     ) -> Result<&mut Self> {
-        self.catalog.add(
-            ComponentKind::Baseline,
-            name,
-            doc,
-            Some(SectionSpec::of::<C>(name, doc)?),
-        )?;
-        let section = name.to_string();
+        let section = self.register_section::<C>(ComponentKind::Baseline, name, doc)?;
         self.baselines.insert(
             name.to_string(),
             Box::new(move |ctx| {
@@ -333,13 +321,7 @@ impl<D: Backend> Registry<D> {
         doc: &str,
         build: impl Fn(RewardContext<'_, D>, C) -> Result<RewardChoice<D>> + 'static,
     ) -> Result<&mut Self> {
-        self.catalog.add(
-            ComponentKind::Reward,
-            name,
-            doc,
-            Some(SectionSpec::of::<C>(name, doc)?),
-        )?;
-        let section = name.to_string();
+        let section = self.register_section::<C>(ComponentKind::Reward, name, doc)?;
         self.rewards.insert(
             name.to_string(),
             Box::new(move |ctx| {
@@ -370,18 +352,25 @@ impl<D: Backend> Registry<D> {
         doc: &str,
         build: impl Fn(&TrainConfig, C) -> Result<Arc<dyn Dataset>> + 'static,
     ) -> Result<&mut Self> {
-        self.catalog.add(
-            ComponentKind::Dataset,
-            name,
-            doc,
-            Some(SectionSpec::of::<C>(name, doc)?),
-        )?;
-        let section = name.to_string();
+        let section = self.register_section::<C>(ComponentKind::Dataset, name, doc)?;
         self.datasets.insert(
             name.to_string(),
             Box::new(move |config| build(config, config.section::<C>(&section)?)),
         );
         Ok(self)
+    }
+
+    /// Adds a component with its own section `[name]` of type `C` to the catalog;
+    /// returns the section's name.
+    fn register_section<C: SectionConfig>(
+        &mut self,
+        kind: ComponentKind,
+        name: &str,
+        doc: &str,
+    ) -> Result<String> {
+        let section = SectionSpec::of::<C>(name, doc)?;
+        self.catalog.add(kind, name, doc, Some(section))?;
+        Ok(name.to_string())
     }
 
     /// The agent `finetune.agent` names, fine-tuning `policy` against `reward`.
