@@ -9,8 +9,8 @@ pub use denoise_gym::env::DenoisingState;
 use denoise_gym::env::{Env, Step};
 use denoise_gym::error::{Error, Result};
 use denoise_gym::reward::{LearnedReward, RewardModel, SharedReward};
-use denoise_gym::rng::{normal_matrix, seeded, ProjectRng};
-use denoise_gym::tensor::{vector, Backend, Matrix, Vector};
+use denoise_gym::rng::{normal_matrix, normal_vec, seeded, ProjectRng};
+use denoise_gym::tensor::{matrix, vector, Backend, Matrix, Vector};
 use dfdx::prelude::*;
 
 use crate::data::Dataset;
@@ -25,8 +25,45 @@ pub struct DenoisingEnv<D: Backend> {
     n_steps: usize,
     batch_size: usize,
     reward_model: SharedReward<D>,
-    rng: ProjectRng,
+    noise: NoiseStreams,
     state: Option<DenoisingState<D>>,
+}
+
+/// Where the starting noise `x_T` of a reset comes from.
+enum NoiseStreams {
+    /// One generator for the whole batch (the training environment's draws).
+    Batch(ProjectRng),
+    /// One generator per row, row i seeded with `seed + i` (Gymnasium's vector
+    /// environments: row i of a batch seeded with s is a single episode seeded with s + i).
+    PerRow(Vec<ProjectRng>),
+}
+
+impl NoiseStreams {
+    fn per_row(seed: u64, rows: usize) -> Vec<ProjectRng> {
+        (0..rows as u64)
+            .map(|i| seeded(seed.wrapping_add(i), 0))
+            .collect()
+    }
+
+    fn reseed(&mut self, seed: u64) {
+        match self {
+            NoiseStreams::Batch(rng) => *rng = seeded(seed, 0),
+            NoiseStreams::PerRow(rows) => *rows = Self::per_row(seed, rows.len()),
+        }
+    }
+
+    fn draw<D: Backend>(&mut self, device: &D, rows: usize, dim: usize) -> Matrix<D> {
+        match self {
+            NoiseStreams::Batch(rng) => normal_matrix(device, rng, rows, dim),
+            NoiseStreams::PerRow(rngs) => {
+                let values = rngs
+                    .iter_mut()
+                    .flat_map(|rng| normal_vec(rng, dim))
+                    .collect();
+                matrix(device, values, rows, dim)
+            }
+        }
+    }
 }
 
 impl<D: Backend> DenoisingEnv<D> {
@@ -60,9 +97,19 @@ impl<D: Backend> DenoisingEnv<D> {
             n_steps,
             batch_size,
             reward_model,
-            rng: seeded(seed, 0),
+            noise: NoiseStreams::Batch(seeded(seed, 0)),
             state: None,
         })
+    }
+
+    /// The same environment with one noise generator per row: a reset with seed `s` draws
+    /// row i's `x_T` from its own generator seeded with `s + i` (and `seed + i` before any
+    /// seeded reset), so that row i is the episode a batch-1 environment seeded with
+    /// `s + i` would start. Gymnasium's vector environments promise this; the training
+    /// environment keeps its one generator (and its numbers).
+    pub fn with_row_seeds(mut self, seed: u64) -> Self {
+        self.noise = NoiseStreams::PerRow(NoiseStreams::per_row(seed, self.batch_size));
+        self
     }
 
     /// The data dimension d.
@@ -82,9 +129,9 @@ impl<D: Backend> Env<D> for DenoisingEnv<D> {
 
     fn reset(&mut self, seed: Option<u64>) -> Result<DenoisingState<D>> {
         if let Some(seed) = seed {
-            self.rng = seeded(seed, 0);
+            self.noise.reseed(seed);
         }
-        let x = normal_matrix(&self.device, &mut self.rng, self.batch_size, self.dim);
+        let x = self.noise.draw(&self.device, self.batch_size, self.dim);
         let state = DenoisingState { x, t: self.n_steps };
         self.state = Some(state.clone());
         Ok(state)

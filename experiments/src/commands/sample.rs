@@ -6,6 +6,8 @@ use anyhow::{bail, Context, Result};
 use denoise_gym::rng::Stream;
 use denoise_gym::tensor::Backend;
 
+use denoise_gym::sampler::Sampler;
+
 use crate::build::load_any_sampler;
 use crate::catalog::Catalog;
 
@@ -26,26 +28,40 @@ pub fn write_samples<D: Backend>(
     }
     let policy = load_any_sampler(dev, catalog, run_dir)?;
     crate::build::warn_if_unfinished(&denoise_gym::train::RunDir::new(run_dir));
-    let mut rng = Stream::Eval.rng(seed);
     let dim = policy.dim();
     let mut writer =
         csv::Writer::from_path(out).with_context(|| format!("creating {}", out.display()))?;
     writer.write_record((0..dim).map(|i| format!("x{i}")))?;
-    // Streamed in blocks, so that memory does not grow with --n; up to one block the
-    // samples are those of a single batch.
-    let mut left = n;
-    while left > 0 {
-        let block = left.min(SAMPLES_PER_BLOCK);
-        let samples = policy.sample(block, &mut rng).as_vec();
+    for_each_sample_block(policy.as_ref(), n, seed, |samples| {
         for row in samples.chunks(dim) {
             writer
                 .write_record(row.iter().map(|v| v.to_string()))
                 .with_context(|| format!("writing {}", out.display()))?;
         }
-        left -= block;
-    }
+        Ok(())
+    })?;
     writer
         .flush()
         .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// The `n` samples `dgym sample --seed seed` writes, handed to `each` in blocks of at most
+/// [`SAMPLES_PER_BLOCK`] rows (row-major `rows × d`): memory does not grow with `n`, and
+/// up to one block the samples are those of a single batch. The Python binding's
+/// `Sampler.sample` draws through this too, so both give the same numbers.
+pub fn for_each_sample_block<D: Backend>(
+    sampler: &dyn Sampler<D>,
+    n: usize,
+    seed: u64,
+    mut each: impl FnMut(&[f32]) -> Result<()>,
+) -> Result<()> {
+    let mut rng = Stream::Eval.rng(seed);
+    let mut left = n;
+    while left > 0 {
+        let block = left.min(SAMPLES_PER_BLOCK);
+        each(&sampler.sample(block, &mut rng).as_vec())?;
+        left -= block;
+    }
     Ok(())
 }
