@@ -32,13 +32,19 @@ pub fn rows_of(
     Ok((view.iter().copied().collect(), n))
 }
 
-/// [`rows_of`] as a CPU matrix.
+/// [`rows_of`] as a CPU matrix of at least one row (dfdx's CPU kernels index the first
+/// element of a buffer, so an empty matrix never reaches them).
 pub fn matrix_of(
     points: &Points<'_>,
     what: &str,
     cols: usize,
 ) -> PyResult<(Matrix<CpuDevice>, usize)> {
     let (values, n) = rows_of(points, what, Some(cols))?;
+    if n == 0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} has no rows; expected at least one row of {cols} columns"
+        )));
+    }
     Ok((matrix(&CpuDevice::default(), values, n, cols), n))
 }
 

@@ -246,6 +246,7 @@ impl EnergyReward {
     /// run's `[reward]` learning settings.
     #[staticmethod]
     fn from_run(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        crate::run::check_run_dir(&path)?;
         let (model, contrastive) = py
             .allow_threads(move || -> anyhow::Result<_> {
                 let registry = builtin::registry::<CpuDevice>()?;

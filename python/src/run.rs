@@ -18,7 +18,7 @@ use denoise_gym_experiments::commands::train::{train_new, train_resume, TrainOpt
 use denoise_gym_experiments::config::TrainConfig;
 use dfdx::prelude::*;
 use numpy::{PyArray1, PyArray2};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -98,6 +98,7 @@ impl Sampler {
     /// The final sampler of the run in `path`.
     #[staticmethod]
     fn from_run(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        check_run_dir(&path)?;
         let kind = py
             .allow_threads(move || -> anyhow::Result<SamplerKind> {
                 let registry = builtin::registry::<CpuDevice>()?;
@@ -300,9 +301,27 @@ impl Sampler {
     }
 }
 
+/// Fails with `FileNotFoundError` unless `path` is a run directory (it has `config.toml`).
+pub fn check_run_dir(path: &Path) -> PyResult<()> {
+    if !path.is_dir() {
+        return Err(PyFileNotFoundError::new_err(format!(
+            "run directory {} does not exist",
+            path.display()
+        )));
+    }
+    if !RunDir::new(path).config().is_file() {
+        return Err(PyFileNotFoundError::new_err(format!(
+            "{} has no config.toml: not a run directory of denoise-gym",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The resolved config of the run in `path` (old keys migrated), as JSON.
 #[pyfunction]
 pub fn run_config_json(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    check_run_dir(&path)?;
     py.allow_threads(move || -> anyhow::Result<String> {
         let registry = builtin::registry::<CpuDevice>()?;
         let config = load_run_config(&RunDir::new(&path), registry.catalog())?;

@@ -1,0 +1,141 @@
+"""Every bad input is a Python exception naming what was wrong, never a crash."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import denoise_gym as dg
+
+
+@pytest.fixture
+def env():
+    env = dg.DenoisingEnv("8gaussians")
+    env.reset(seed=0)
+    return env
+
+
+@pytest.fixture
+def venv():
+    venv = dg.make_vec("8gaussians", num_envs=3)
+    venv.reset(seed=0)
+    return venv
+
+
+def test_wrong_action_shape(env, venv):
+    with pytest.raises(ValueError, match=r"shape \(3,\); expected \(2,\)"):
+        env.step(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"shape \(2, 2\); expected \(3, 2\)"):
+        venv.step(np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(3,\) for 3 rows|expected \(n, 2\)|shape"):
+        dg.NativeVecEnv(2, 4, 3).step(np.zeros((3, 5), dtype=np.float32))
+
+
+def test_wrong_action_dtype(env, venv):
+    with pytest.raises(TypeError, match="floating-point"):
+        env.step(np.zeros(2, dtype=np.int64))
+    with pytest.raises(TypeError, match="dtype <U"):
+        venv.step(np.full((3, 2), "a"))
+
+
+def test_non_finite_actions(env, venv):
+    with pytest.raises(ValueError, match=r"nan at index \(1,\)"):
+        env.step(np.array([0.0, np.nan], dtype=np.float32))
+    with pytest.raises(ValueError, match=r"inf at index \(2, 0\)"):
+        venv.step(np.array([[0, 0], [0, 0], [np.inf, 0]], dtype=np.float32))
+    native = dg.NativeVecEnv(2, 4, 1)
+    native.reset(0)
+    with pytest.raises(ValueError, match="row 0, column 1"):
+        native.step(np.array([[0.0, np.nan]], dtype=np.float32))
+
+
+def test_step_before_reset_and_after_termination():
+    env = dg.DenoisingEnv("8gaussians", n_steps=1)
+    with pytest.raises(gym.error.ResetNeeded, match="before reset"):
+        env.step(np.zeros(2, dtype=np.float32))
+    env.reset(seed=0)
+    assert env.step(np.zeros(2, dtype=np.float32))[2]
+    with pytest.raises(gym.error.ResetNeeded, match="terminated"):
+        env.step(np.zeros(2, dtype=np.float32))
+    native = dg.NativeVecEnv(2, 1, 2)
+    with pytest.raises(ValueError, match="before reset"):
+        native.step(np.zeros((2, 2), dtype=np.float32))
+    native.reset(0)
+    native.step(np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="terminated"):
+        native.step(np.zeros((2, 2), dtype=np.float32))
+
+
+def test_unknown_environment_names():
+    with pytest.raises(ValueError, match="8gaussians"):
+        dg.make_vec("9gaussians", num_envs=2)
+    with pytest.raises(gym.error.NameNotFound):
+        gym.make("denoise_gym/9gaussians-v0")
+    with pytest.raises(ValueError, match="no exact log-density"):
+        dg.OracleReward("swissroll")
+    with pytest.raises(ValueError, match="num_envs"):
+        dg.make_vec("8gaussians", num_envs=0)
+
+
+def test_missing_run_and_run_without_energy(tmp_path, ddpm_run):
+    with pytest.raises(FileNotFoundError, match="no run directory"):
+        dg.make_vec("8gaussians", 2, reward=str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        dg.load_run(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError):
+        dg.EnergyReward.from_run(tmp_path / "nope")
+    with pytest.raises(dg.DenoiseGymError, match="has no learned energy"):
+        dg.make_vec("8gaussians", 2, reward=ddpm_run)
+    with pytest.raises(dg.DenoiseGymError, match="has no learned energy"):
+        dg.load_run(ddpm_run).energy(np.zeros((1, 2)))
+
+
+def run_to_end(venv):
+    obs = venv.reset(seed=0)[0]
+    for _ in range(venv.n_steps):
+        obs, rewards, *_ = venv.step(obs[:, :-1])
+    return rewards
+
+
+def test_callable_reward_that_returns_the_wrong_shape_or_raises():
+    with pytest.raises(dg.RewardCallableError, match=r"shape \(2,\) for 3 samples"):
+        run_to_end(dg.make_vec("8gaussians", 3, reward=lambda x: np.zeros(2)))
+    with pytest.raises(dg.RewardCallableError, match="not numbers"):
+        run_to_end(dg.make_vec("8gaussians", 3, reward=lambda x: ["a", "b", "c"]))
+    with pytest.raises(dg.RewardCallableError, match="returned nan for sample 1"):
+        run_to_end(dg.make_vec("8gaussians", 3, reward=lambda x: np.array([0, np.nan, 0])))
+
+    def broken(x):
+        raise KeyError("oops")
+
+    with pytest.raises(dg.RewardCallableError, match="broken raised KeyError") as caught:
+        run_to_end(dg.make_vec("8gaussians", 3, reward=broken))
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert issubclass(dg.RewardCallableError, dg.DenoiseGymError)
+
+
+def test_bad_reward_and_config_values():
+    with pytest.raises(TypeError, match="reward must be"):
+        dg.make_vec("8gaussians", 2, reward=3)
+    with pytest.raises(ValueError, match="hiden"):
+        dg.EnergyReward(2, hiden=3)
+    with pytest.raises(ValueError, match="lr"):
+        dg.EnergyReward(2, lr=-1.0)
+    reward = dg.EnergyReward(2)
+    with pytest.raises(ValueError, match=r"shape \(4, 3\); expected \(n, 2\)"):
+        reward.update(np.zeros((4, 3)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="must be finite"):
+        reward.update(np.zeros((4, 2)), np.full((4, 2), np.nan))
+    with pytest.raises(ValueError, match="at least one"):
+        reward.update(np.zeros((0, 2)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="dimension 2"):
+        dg.DenoisingVectorEnv("digits", num_envs=2, reward=dg.OracleReward("8gaussians"))
+
+
+def test_train_rejects_a_bad_config_before_writing_anything(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a shipped config"):
+        dg.train("no-such-config", out=tmp_path / "a")
+    with pytest.raises(ValueError, match="pretrain.iteratons|iteratons"):
+        dg.train("gcd-8gaussians", out=tmp_path / "b", set={"pretrain.iteratons": 3})
+    assert not (tmp_path / "b").exists()
