@@ -39,6 +39,14 @@ const _: () = {
     assert_send::<denoise_gym::tensor::Matrix<CpuDevice>>();
 };
 
+/// What `NativeVecEnv.step` returns: `(x_{t-1}, reward, terminated, t)`.
+type StepOutput<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<f32>>,
+    bool,
+    usize,
+);
+
 /// `num_envs` denoising episodes of `n_steps` steps in `dim` dimensions, stepped together.
 /// The Python classes `DenoisingEnv` and `DenoisingVectorEnv` wrap it; use those.
 #[pyclass(module = "denoise_gym._native", frozen)]
@@ -128,16 +136,7 @@ impl NativeVecEnv {
     /// terminated, t)`: the reward is the reward model's at the last step and 0 before.
     /// Stepping before a reset or after the last step is a `ValueError` (the Python
     /// classes reset first, as their autoreset mode says).
-    fn step<'py>(
-        &self,
-        py: Python<'py>,
-        actions: Points<'py>,
-    ) -> PyResult<(
-        Bound<'py, PyArray2<f32>>,
-        Bound<'py, PyArray1<f32>>,
-        bool,
-        usize,
-    )> {
+    fn step<'py>(&self, py: Python<'py>, actions: Points<'py>) -> PyResult<StepOutput<'py>> {
         let (values, rows) = rows_of(&actions, "actions", Some(self.dim))?;
         if rows != self.num_envs {
             return Err(PyValueError::new_err(format!(

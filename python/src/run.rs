@@ -29,7 +29,7 @@ use crate::{any_error, DenoiseGymError};
 /// A run's final sampler.
 enum SamplerKind {
     /// The Gaussian policy of a diffusion run (DSM, GCD/DxMI fine-tuning).
-    Gaussian(GaussianPolicy<CpuDevice>),
+    Gaussian(Box<GaussianPolicy<CpuDevice>>),
     /// The latent generator of a DDAEBM run.
     Generator(LatentGenerator<CpuDevice>),
 }
@@ -43,7 +43,7 @@ pub struct Sampler {
 impl Sampler {
     fn sampler(&self) -> &dyn denoise_gym::sampler::Sampler<CpuDevice> {
         match &self.kind {
-            SamplerKind::Gaussian(policy) => policy,
+            SamplerKind::Gaussian(policy) => policy.as_ref(),
             SamplerKind::Generator(generator) => generator,
         }
     }
@@ -108,7 +108,7 @@ impl Sampler {
                 Ok(if config.run.method == denoise_gym_agents::ddaebm::PHASE {
                     SamplerKind::Generator(load_generator(&dev, catalog, &path)?)
                 } else {
-                    SamplerKind::Gaussian(load_sampler(&dev, catalog, &path)?)
+                    SamplerKind::Gaussian(Box::new(load_sampler(&dev, catalog, &path)?))
                 })
             })
             .map_err(any_error)?;
