@@ -32,7 +32,7 @@ pub struct DenoisingEnv<D: Backend> {
 /// Where the starting noise `x_T` of a reset comes from.
 enum NoiseStreams {
     /// One generator for the whole batch (the training environment's draws).
-    Batch(ProjectRng),
+    Batch(Box<ProjectRng>),
     /// One generator per row, row i seeded with `seed + i` (Gymnasium's vector
     /// environments: row i of a batch seeded with s is a single episode seeded with s + i).
     PerRow(Vec<ProjectRng>),
@@ -47,14 +47,14 @@ impl NoiseStreams {
 
     fn reseed(&mut self, seed: u64) {
         match self {
-            NoiseStreams::Batch(rng) => *rng = seeded(seed, 0),
+            NoiseStreams::Batch(rng) => **rng = seeded(seed, 0),
             NoiseStreams::PerRow(rows) => *rows = Self::per_row(seed, rows.len()),
         }
     }
 
     fn draw<D: Backend>(&mut self, device: &D, rows: usize, dim: usize) -> Matrix<D> {
         match self {
-            NoiseStreams::Batch(rng) => normal_matrix(device, rng, rows, dim),
+            NoiseStreams::Batch(rng) => normal_matrix(device, rng.as_mut(), rows, dim),
             NoiseStreams::PerRow(rngs) => {
                 let values = rngs
                     .iter_mut()
@@ -97,7 +97,7 @@ impl<D: Backend> DenoisingEnv<D> {
             n_steps,
             batch_size,
             reward_model,
-            noise: NoiseStreams::Batch(seeded(seed, 0)),
+            noise: NoiseStreams::Batch(Box::new(seeded(seed, 0))),
             state: None,
         })
     }

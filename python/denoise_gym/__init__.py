@@ -22,6 +22,7 @@ from ._native import (
     Sampler,
 )
 from ._native import dataset_names as _dataset_names
+from ._native import evaluate_samples as _evaluate_samples
 from .envs import (
     DEFAULT_N_STEPS,
     DenoisingEnv,
@@ -55,6 +56,7 @@ __all__ = [
     "shipped_configs",
     "train",
     "dataset_names",
+    "evaluate",
     "ENV_IDS",
 ]
 
@@ -62,6 +64,15 @@ __all__ = [
 def dataset_names() -> list[str]:
     """The names of the built-in data sets (``Dataset(name)``, ``make_vec(name, ...)``)."""
     return list(_dataset_names())
+
+
+def evaluate(samples, dataset, seed: int = 0, swd_directions: int = 1000) -> dict[str, float]:
+    """``dgym eval``'s sample metrics of ``samples`` (``n × d``) against ``n`` fresh points of
+    ``dataset`` (a ``Dataset`` or a name): ``swd``, ``mmd2``, ``mmd2_median`` and, for
+    mixtures, ``off_mode_fraction``, ``modes_covered``, ``mode_weight_tv`` and the mode weights."""
+    if isinstance(dataset, str):
+        dataset = Dataset(dataset)
+    return dict(_evaluate_samples(samples, dataset, seed, swd_directions))
 
 
 #: The Gymnasium ids this package registers on import.

@@ -141,7 +141,7 @@ class Sampler:
     def export(self) -> dict[str, Any]:
         """The policy as numpy: ``layers`` [(W, b)], ``activation``, ``time_embedding``
         (T × e), ``sigmas``, ``alpha_bar``, ``beta``, ``posterior_c1``, ``posterior_c2``,
-        ``clip_x0``, ``dim``, ``n_steps``, the σ floors, ``parameters`` (by name) and, for
+        ``clip_x0``, ``fix_last_sigma``, ``dim``, ``n_steps``, the σ floors, ``parameters`` (by name) and, for
         partially frozen policies, ``ft_steps`` and ``frozen_layers``."""
 
 class NativeVecEnv:
@@ -186,3 +186,6 @@ def shipped_configs() -> list[tuple[str, str]]:
 
 def dataset_names() -> list[str]:
     """The built-in data sets' names."""
+
+def evaluate_samples(samples: _Points, dataset: Dataset, seed: int = 0, swd_directions: int = 1000) -> dict[str, float]:
+    """SWD, MMD² and mode statistics of ``samples`` against fresh data (use ``denoise_gym.evaluate``)."""

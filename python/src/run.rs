@@ -23,8 +23,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::arrays::{array1, array2, matrix_of, Points};
-use crate::reward::{parameters_dict, RunningCosts};
+use crate::reward::{parameters_dict, Dataset, RunningCosts};
 use crate::{any_error, DenoiseGymError};
+use denoise_gym_experiments::eval::sample_metrics;
 
 /// A run's final sampler.
 enum SamplerKind {
@@ -239,7 +240,8 @@ impl Sampler {
     /// layers, none after the last), `activation` (`"relu"`/`"silu"`), `time_embedding`
     /// (`T × e`, row `t - 1` is step t's embedding, appended to `x_t` as the network's
     /// input `[x_t, emb(t)]`), `sigmas`, `alpha_bar`, `beta`, `posterior_c1`,
-    /// `posterior_c2` (each length T, index `t - 1`), `clip_x0` (0 = off), `dim`,
+    /// `posterior_c2` (each length T, index `t - 1`), `clip_x0` (0 = off), `fix_last_sigma`
+    /// (σ_1 is held fixed in training), `dim`,
     /// `n_steps`, `min_sigma_sample`, `min_sigma_log_prob` (None = no floor), and when the
     /// run froze its early steps, `ft_steps` and `frozen_layers` (the network of the steps
     /// `t > ft_steps`). The mean is `μ = c1_t x̂_0 + c2_t x_t` with
@@ -283,6 +285,7 @@ impl Sampler {
         out.set_item("posterior_c1", per_step(&|t| schedule.posterior_c1(t)))?;
         out.set_item("posterior_c2", per_step(&|t| schedule.posterior_c2(t)))?;
         out.set_item("clip_x0", spec.clip_x0)?;
+        out.set_item("fix_last_sigma", spec.fix_last_sigma)?;
         out.set_item("dim", policy.dim())?;
         out.set_item("n_steps", n_steps)?;
         let (floor_sample, floor_log_prob) = policy.sigma_floors();
@@ -326,6 +329,35 @@ pub fn run_config_json(py: Python<'_>, path: PathBuf) -> PyResult<String> {
         let registry = builtin::registry::<CpuDevice>()?;
         let config = load_run_config(&RunDir::new(&path), registry.catalog())?;
         Ok(serde_json::to_string(&config)?)
+    })
+    .map_err(any_error)
+}
+
+/// SWD, MMD² (and for mixtures the per-mode statistics) of `samples` against as many fresh
+/// points of `dataset`, as `dgym eval` computes them: the data and the SWD directions come
+/// from the evaluation stream of `seed`. Returns the metrics by name.
+#[pyfunction]
+#[pyo3(signature = (samples, dataset, seed = 0, swd_directions = 1000))]
+pub fn evaluate_samples(
+    py: Python<'_>,
+    samples: Points<'_>,
+    dataset: &Bound<'_, Dataset>,
+    seed: u64,
+    swd_directions: usize,
+) -> PyResult<std::collections::BTreeMap<String, f64>> {
+    let law = dataset.get().law.clone();
+    let (samples, n) = crate::arrays::rows_of(&samples, "samples", Some(law.dim()))?;
+    if n < 2 || swd_directions == 0 {
+        return Err(PyValueError::new_err(format!(
+            "evaluate needs at least 2 samples and 1 SWD direction (got {n} and {swd_directions})"
+        )));
+    }
+    crate::arrays::check_finite(&samples, law.dim(), "samples")?;
+    py.allow_threads(move || -> anyhow::Result<_> {
+        let mut rng = denoise_gym::rng::Stream::Eval.rng(seed);
+        let data = law.sample(n, &mut rng);
+        let metrics = sample_metrics(&samples, &data, law.as_ref(), swd_directions, &mut rng)?;
+        Ok(metrics)
     })
     .map_err(any_error)
 }

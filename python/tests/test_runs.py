@@ -139,3 +139,14 @@ def test_ctrl_c_stops_at_a_checkpoint_and_resume_gives_the_uninterrupted_numbers
     np.testing.assert_array_equal(resumed["step"], uninterrupted["step"])
     np.testing.assert_array_equal(resumed["dsm/loss"].to_numpy(), uninterrupted["dsm/loss"].to_numpy())
     np.testing.assert_array_equal(dg.load_run(interrupted).sample(100), dg.load_run(whole).sample(100))
+
+
+def test_evaluate_scores_data_far_better_than_noise():
+    data = dg.Dataset("8gaussians")
+    good = dg.evaluate(data.sample(2000, seed=1), "8gaussians", seed=0)
+    bad = dg.evaluate(np.random.default_rng(0).normal(size=(2000, 2)), data, seed=0)
+    assert good["modes_covered"] == 8 and good["off_mode_fraction"] < 0.05
+    assert good["swd"] < 0.1 * bad["swd"] and good["mmd2"] < 0.1 * bad["mmd2"]
+    assert good == dg.evaluate(data.sample(2000, seed=1), data, seed=0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        dg.evaluate(np.zeros((1, 2)), data)
