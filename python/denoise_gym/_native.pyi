@@ -189,3 +189,6 @@ def dataset_names() -> list[str]:
 
 def evaluate_samples(samples: _Points, dataset: Dataset, seed: int = 0, swd_directions: int = 1000) -> dict[str, float]:
     """SWD, MMD² and mode statistics of ``samples`` against fresh data (use ``denoise_gym.evaluate``)."""
+
+def toy_dataset_names() -> list[str]:
+    """The 2-D toy data sets' names (each registered as ``denoise_gym/<name>-v0``)."""

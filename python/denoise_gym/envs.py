@@ -320,14 +320,4 @@ def register_envs() -> list[str]:
 
 
 #: The 2-D toy data sets, each registered as ``denoise_gym/<name>-v0``.
-TOY_DATASETS = (
-    "8gaussians",
-    "25gaussians",
-    "swissroll",
-    "pinwheel",
-    "checkerboard",
-    "2spirals",
-    "rings",
-    "moons",
-    "circles",
-)
+TOY_DATASETS = tuple(_native.toy_dataset_names())

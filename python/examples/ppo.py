@@ -9,7 +9,8 @@ learning EBM (GCD/DxMI from Python: the reward's contrastive update runs every i
 
 The objective is the Rust agents' entropy-regularised return: the final sample's reward, the
 velocity running reward of every step and the closed-form entropy bonus (tau_H, tau_v and
-the velocity scale as in oracle-8gaussians.toml / gcd-8gaussians.toml). TensorBoard tags are
+the velocity scale as in oracle-8gaussians.toml / gcd-8gaussians.toml), with advantages
+kept in the return's units (CleanRL's normalisation is --norm-adv). TensorBoard tags are
 dgym's (reward/return_mean, policy/sigma_t, policy/loss, ebm/energy_pos, eval/swd, ...).
 At the end it writes eval.json: dgym eval's SWD and MMD² of 10,000 samples (seed 1).
 """
@@ -125,6 +126,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--lr-log-sigma", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--norm-adv",
+        action="store_true",
+        help="CleanRL's per-minibatch advantage normalisation (off: it rescales the return against "
+        "the entropy bonus, and with tau_H = 2 the sigma_t then grow without bound; docs/python.md)",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -195,11 +202,14 @@ def main() -> None:
                 idx = order[m * minibatch : (m + 1) * minibatch]
                 value = critic(b_x[idx], b_t[idx])
                 advantage = b_ret[idx] - value.detach()
-                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+                if args.norm_adv:
+                    advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
                 ratio = torch.exp(policy.log_prob(b_x[idx], b_t[idx], b_a[idx]) - b_logp[idx])
                 surrogate = torch.max(-advantage * ratio, -advantage * ratio.clamp(1 - args.clip, 1 + args.clip))
                 entropy = policy.entropy_sum(dim)
-                loss = surrogate.mean() - tau_entropy * entropy / T + 0.5 * ((value - b_ret[idx]) ** 2).mean()
+                # The Rust agents' objective: the return's gradient summed over the T steps
+                # (averaged over samples) plus tau_H times the chain's entropy.
+                loss = T * surrogate.mean() - tau_entropy * entropy + 0.5 * ((value - b_ret[idx]) ** 2).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(list(policy.parameters()) + list(critic.parameters()), 0.5)

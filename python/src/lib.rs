@@ -100,5 +100,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::shipped_configs, m)?)?;
     m.add_function(wrap_pyfunction!(run::dataset_names, m)?)?;
     m.add_function(wrap_pyfunction!(run::evaluate_samples, m)?)?;
+    m.add_function(wrap_pyfunction!(run::toy_dataset_names, m)?)?;
     Ok(())
 }

@@ -448,6 +448,13 @@ pub fn dataset_names() -> PyResult<Vec<String>> {
         .collect())
 }
 
+/// The names of the 2-D toy data sets (each registered with Gymnasium as
+/// `denoise_gym/<name>-v0`).
+#[pyfunction]
+pub fn toy_dataset_names() -> Vec<&'static str> {
+    denoise_gym_envs::TOY_DATASETS.to_vec()
+}
+
 /// How often the waiting thread looks at Python's signals while a run trains.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
