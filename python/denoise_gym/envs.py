@@ -7,7 +7,9 @@ entropy-regularised return belong to the agent: see ``Sampler.running_costs``).
 
 Observation: a float32 vector ``[x_t, t]`` of length d + 1, the state followed by the step
 (T after a reset, 0 at the end), in ``Box(low=[-inf]*d + [0], high=[inf]*d + [T])``.
-Action: ``x_{t-1}``, a float32 vector in ``Box(-inf, inf, (d,))``.
+Action: ``x_{t-1}``, a float32 vector in ``Box(-inf, inf, (d,))``, or ``Box(-b, b, (d,))`` with
+``action_bound=b`` (for libraries that need finite bounds, such as Stable-Baselines3; an
+action outside them is a ``ValueError``).
 The info dict holds ``t``.
 """
 
@@ -132,8 +134,9 @@ def _run_config(path: Path) -> dict:
     return json.loads(_native.run_config_json(path))
 
 
-def _actions(actions: Any, shape: Sequence[int]) -> np.ndarray:
-    """The actions as a float32 array of ``shape``, or the error that names what is wrong."""
+def _actions(actions: Any, shape: Sequence[int], bound: Optional[float] = None) -> np.ndarray:
+    """The actions as a float32 array of ``shape`` (inside ``±bound`` when one is set), or the
+    error that names what is wrong."""
     array = np.asarray(actions)
     if array.dtype.kind != "f":
         raise TypeError(f"actions must be floating-point (the action space is float32), got dtype {array.dtype}")
@@ -142,15 +145,23 @@ def _actions(actions: Any, shape: Sequence[int]) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         index = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(f"actions hold {array[tuple(index)]} at index {tuple(int(i) for i in index)}; every entry must be finite")
+    if bound is not None and np.any(np.abs(array) > bound):
+        index = np.argwhere(np.abs(array) > bound)[0]
+        raise ValueError(
+            f"actions hold {array[tuple(index)]} at index {tuple(int(i) for i in index)}, outside the action space's ±{bound}"
+        )
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _spaces(dim: int, n_steps: int) -> tuple[spaces.Box, spaces.Box]:
+def _spaces(dim: int, n_steps: int, action_bound: Optional[float]) -> tuple[spaces.Box, spaces.Box]:
+    if action_bound is not None and not (np.isfinite(action_bound) and action_bound > 0):
+        raise ValueError(f"action_bound must be a finite number > 0 or None, got {action_bound!r}")
     low = np.full(dim + 1, -np.inf, dtype=np.float32)
     high = np.full(dim + 1, np.inf, dtype=np.float32)
     low[-1], high[-1] = 0.0, float(n_steps)
     observation = spaces.Box(low=low, high=high, dtype=np.float32)
-    action = spaces.Box(low=-np.inf, high=np.inf, shape=(dim,), dtype=np.float32)
+    bound = np.inf if action_bound is None else float(action_bound)
+    action = spaces.Box(low=-bound, high=bound, shape=(dim,), dtype=np.float32)
     return observation, action
 
 
@@ -176,6 +187,7 @@ class DenoisingEnv(gym.Env):
         dataset: Optional[Union[str, _native.Dataset]] = "8gaussians",
         reward: RewardSpec = "oracle",
         n_steps: Optional[int] = None,
+        action_bound: Optional[float] = None,
         render_mode: Optional[str] = None,
     ):
         if render_mode is not None:
@@ -184,7 +196,8 @@ class DenoisingEnv(gym.Env):
         self._reward = _Reward(reward, dataset, n_steps)
         self.dim = self._reward.dim
         self.n_steps = self._reward.n_steps
-        self.observation_space, self.action_space = _spaces(self.dim, self.n_steps)
+        self.action_bound = action_bound
+        self.observation_space, self.action_space = _spaces(self.dim, self.n_steps, action_bound)
         self._native = NativeVecEnv(self.dim, self.n_steps, 1, self._reward.native, 0)
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
@@ -200,7 +213,7 @@ class DenoisingEnv(gym.Env):
             raise gym.error.ResetNeeded("step() before reset(): call reset() first")
         if t == 0:
             raise gym.error.ResetNeeded("the episode terminated at t = 0: call reset() before step()")
-        a = _actions(action, (self.dim,))
+        a = _actions(action, (self.dim,), self.action_bound)
         x, native_reward, terminated, t = self._native.step(a[None, :])
         reward = self._reward.score(x, native_reward)[0] if terminated else 0.0
         return _observations(x, t)[0], float(reward), bool(terminated), False, {"t": t}
@@ -225,6 +238,7 @@ class DenoisingVectorEnv(VectorEnv):
         num_envs: int = 1,
         reward: RewardSpec = "oracle",
         n_steps: Optional[int] = None,
+        action_bound: Optional[float] = None,
         render_mode: Optional[str] = None,
     ):
         if render_mode is not None:
@@ -236,7 +250,8 @@ class DenoisingVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.dim = self._reward.dim
         self.n_steps = self._reward.n_steps
-        self.single_observation_space, self.single_action_space = _spaces(self.dim, self.n_steps)
+        self.action_bound = action_bound
+        self.single_observation_space, self.single_action_space = _spaces(self.dim, self.n_steps, action_bound)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._native = NativeVecEnv(self.dim, self.n_steps, self.num_envs, self._reward.native, 0)
@@ -275,7 +290,7 @@ class DenoisingVectorEnv(VectorEnv):
                 np.zeros(n, dtype=bool),
                 {},
             )
-        a = _actions(actions, (n, self.dim))
+        a = _actions(actions, (n, self.dim), self.action_bound)
         x, native_rewards, terminated, t = self._native.step(a)
         rewards = self._reward.score(x, native_rewards) if terminated else np.zeros(n, dtype=np.float64)
         self._autoreset = bool(terminated)
@@ -294,11 +309,12 @@ def make_vec(
     num_envs: int = 1,
     reward: RewardSpec = "oracle",
     n_steps: Optional[int] = None,
+    action_bound: Optional[float] = None,
 ) -> DenoisingVectorEnv:
     """``num_envs`` episodes over the built-in data set ``name`` (its dimension, and its
     density for ``reward="oracle"``). An unknown name is a ``ValueError`` listing the known ones."""
     dataset = _dataset(name)
-    return DenoisingVectorEnv(dataset, num_envs=num_envs, reward=reward, n_steps=n_steps)
+    return DenoisingVectorEnv(dataset, num_envs=num_envs, reward=reward, n_steps=n_steps, action_bound=action_bound)
 
 
 def register_envs() -> list[str]:

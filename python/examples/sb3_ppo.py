@@ -19,6 +19,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import denoise_gym as dg
@@ -88,12 +89,18 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=256)
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--action-bound", type=float, default=5.0, help="finite action bounds, which SB3's env checker requires"
+    )
     args = parser.parse_args()
     T = dg.DEFAULT_N_STEPS
     if args.vec == "native":
-        env = DenoisingSB3VecEnv(dg.make_vec("8gaussians", num_envs=args.num_envs))
+        env = DenoisingSB3VecEnv(dg.make_vec("8gaussians", num_envs=args.num_envs, action_bound=args.action_bound))
     else:
-        env = DummyVecEnv([lambda: gym.make("denoise_gym/8gaussians-v0") for _ in range(args.num_envs)])
+        check_env(dg.DenoisingEnv("8gaussians", action_bound=args.action_bound))
+        env = DummyVecEnv(
+            [lambda: gym.make("denoise_gym/8gaussians-v0", action_bound=args.action_bound) for _ in range(args.num_envs)]
+        )
     model = PPO(
         "MlpPolicy",
         env,
@@ -109,10 +116,10 @@ def main() -> None:
     model.learn(total_timesteps=args.episodes * T)
     wall = time.time() - start
     # 10,000 samples of the trained (stochastic) policy, through the native env.
-    venv = dg.make_vec("8gaussians", num_envs=10_000, reward=lambda x: np.zeros(len(x)))
+    venv = dg.make_vec("8gaussians", num_envs=10_000, reward=lambda x: np.zeros(len(x)), action_bound=args.action_bound)
     obs, _ = venv.reset(seed=1)
     for _ in range(T):
-        actions, _ = model.predict(obs, deterministic=False)
+        actions, _ = model.predict(obs, deterministic=False)  # clipped to the bounds, as in training
         obs, *_ = venv.step(actions)
     final = dg.evaluate(obs[:, :-1], "8gaussians", seed=1)
     result = {"episodes": args.episodes, "env_steps": args.episodes * T, "wall_time_s": wall, "eval": final, "vec": args.vec}

@@ -139,3 +139,14 @@ def test_train_rejects_a_bad_config_before_writing_anything(tmp_path):
     with pytest.raises(ValueError, match="pretrain.iteratons|iteratons"):
         dg.train("gcd-8gaussians", out=tmp_path / "b", set={"pretrain.iteratons": 3})
     assert not (tmp_path / "b").exists()
+
+
+def test_action_bound():
+    env = dg.DenoisingEnv("8gaussians", action_bound=3.0)
+    assert env.action_space.low.tolist() == [-3.0, -3.0] and env.action_space.high.tolist() == [3.0, 3.0]
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"-3.5 at index \(1,\), outside the action space's ±3.0"):
+        env.step(np.array([0.0, -3.5], dtype=np.float32))
+    assert env.step(np.array([0.0, -3.0], dtype=np.float32))[0].shape == (3,)
+    with pytest.raises(ValueError, match="action_bound"):
+        dg.make_vec("8gaussians", 2, action_bound=0.0)
