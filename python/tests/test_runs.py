@@ -111,7 +111,7 @@ def test_exported_sampler_reproduces_the_rust_policy(ddpm_run):
 
 TRAIN_SCRIPT = """
 import sys, denoise_gym as dg
-settings = dict(TINY, **{"pretrain.iterations": 4000, "pretrain.checkpoint_every": 100, "finetune.iterations": 0})
+settings = dict(TINY, **{"pretrain.iterations": 20000, "pretrain.checkpoint_every": 100, "finetune.iterations": 0})
 dg.train("ddpm-8gaussians", out=sys.argv[1], set=settings, resume=len(sys.argv) > 2)
 """
 
