@@ -41,6 +41,10 @@ __all__ = [
 #: T when neither the caller nor a run sets it (the shipped configs' T).
 DEFAULT_N_STEPS = 4
 
+#: The data set of an environment given none, when its reward needs one (the oracle, a
+#: callable); a run's EBM needs none (its dimension is the run's).
+DEFAULT_DATASET = "8gaussians"
+
 #: What a reward may be: ``"oracle"`` (the data set's exact log-density), the path of a
 #: finished run (its EBM, ``-E(x_0)``), an ``OracleReward`` or ``EnergyReward`` (which may be
 #: learning), or a callable from the ``n × d`` float32 batch of final samples to ``n`` rewards.
@@ -62,7 +66,7 @@ class _Reward:
             self.native = reward
             dim = reward.dim
         elif isinstance(reward, str) and reward == "oracle":
-            law = _dataset(dataset)
+            law = _dataset(dataset or DEFAULT_DATASET)
             self.native = OracleReward(law)
             dim = law.dim
         elif isinstance(reward, (str, os.PathLike)):
@@ -78,14 +82,15 @@ class _Reward:
             run_steps = int(config.get("policy", {}).get("n_steps", DEFAULT_N_STEPS))
         elif callable(reward):
             self.callable = reward
-            dim = _dataset(dataset).dim
+            dim = _dataset(dataset or DEFAULT_DATASET).dim
         else:
             raise TypeError(
                 f"reward must be \"oracle\", a run directory, an OracleReward/EnergyReward or a callable, "
                 f"got {type(reward).__name__}"
             )
         if dataset is not None and self.callable is None and _dataset(dataset).dim != dim:
-            raise ValueError(f"the reward takes dimension {dim}, data set {_dataset(dataset).name!r} has {_dataset(dataset).dim}")
+            law = _dataset(dataset)
+            raise ValueError(f"the reward takes dimension {dim}, data set {law.name!r} has {law.dim}")
         self.dim: int = dim
         self.n_steps: int = int(n_steps if n_steps is not None else (run_steps or DEFAULT_N_STEPS))
         if self.n_steps < 1:
@@ -175,6 +180,10 @@ def _observations(x: np.ndarray, t: int) -> np.ndarray:
 class DenoisingEnv(gym.Env):
     """One denoising episode (a ``gymnasium.Env``): ``num_envs = 1`` of the Rust environment.
 
+    ``dataset`` (a name or a ``Dataset``) gives the oracle its density and a callable reward
+    its dimension (``"8gaussians"`` when None); a run's EBM needs none. ``n_steps`` is T (the
+    run's T for a run's EBM, else 4).
+
     ``reset(seed=s)`` starts the episode that row i of a ``DenoisingVectorEnv`` reset with
     ``s - i`` starts. Stepping before ``reset`` or after the episode terminated raises
     ``gymnasium.error.ResetNeeded``.
@@ -184,7 +193,7 @@ class DenoisingEnv(gym.Env):
 
     def __init__(
         self,
-        dataset: Optional[Union[str, _native.Dataset]] = "8gaussians",
+        dataset: Optional[Union[str, _native.Dataset]] = None,
         reward: RewardSpec = "oracle",
         n_steps: Optional[int] = None,
         action_bound: Optional[float] = None,
@@ -234,7 +243,7 @@ class DenoisingVectorEnv(VectorEnv):
 
     def __init__(
         self,
-        dataset: Optional[Union[str, _native.Dataset]] = "8gaussians",
+        dataset: Optional[Union[str, _native.Dataset]] = None,
         num_envs: int = 1,
         reward: RewardSpec = "oracle",
         n_steps: Optional[int] = None,

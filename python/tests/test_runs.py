@@ -150,3 +150,15 @@ def test_evaluate_scores_data_far_better_than_noise():
     assert good == dg.evaluate(data.sample(2000, seed=1), data, seed=0)
     with pytest.raises(ValueError, match="at least 2 samples"):
         dg.evaluate(np.zeros((1, 2)), data)
+
+
+def test_a_runs_energy_as_the_reward_needs_no_data_set(gcd_run):
+    env = dg.DenoisingEnv(reward=gcd_run)
+    obs, _ = env.reset(seed=0)
+    assert env.n_steps == 4 and obs.shape == (3,)
+    for _ in range(4):
+        obs, reward, terminated, *_ = env.step(obs[:-1])
+    assert terminated
+    assert reward == pytest.approx(-float(dg.load_run(gcd_run).energy(obs[None, :-1], raw=True)[0]), rel=1e-6)
+    with pytest.raises(ValueError, match="dimension 2, data set 'digits' has 64"):
+        dg.DenoisingEnv("digits", reward=gcd_run)
