@@ -5,7 +5,7 @@
 use denoise_gym::tensor::{matrix, CpuDevice, Matrix};
 use numpy::ndarray::Array2;
 use numpy::{AllowTypeChange, IntoPyArray, PyArray1, PyArray2, PyArrayLike1, PyArrayLike2};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 
 /// A 2-D float input, converted to float32.
@@ -76,4 +76,23 @@ pub fn array2(
 /// A vector as a 1-D array.
 pub fn array1<T: numpy::Element>(py: Python<'_>, values: Vec<T>) -> Bound<'_, PyArray1<T>> {
     values.into_pyarray(py)
+}
+
+/// Checks that an `n × d` float32 buffer can be held before anything allocates it: a size
+/// that overflows is a `ValueError`, one the allocator refuses a `MemoryError` (Rust aborts
+/// the process on a failed allocation, so it is probed here with `try_reserve`).
+pub fn check_buffer(n: usize, d: usize, what: &str) -> PyResult<()> {
+    let values = n
+        .checked_mul(d)
+        .filter(|v| v.checked_mul(4).is_some())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{what}: {n} × {d} values is more than this machine can address"
+            ))
+        })?;
+    let mut probe: Vec<f32> = Vec::new();
+    probe.try_reserve_exact(values).map_err(|_| {
+        PyMemoryError::new_err(format!("{what}: cannot allocate {n} × {d} float32 values"))
+    })?;
+    Ok(())
 }

@@ -71,6 +71,12 @@ impl NativeVecEnv {
         seed: u64,
     ) -> PyResult<Self> {
         let source = RewardSource::from_py(reward, dim)?;
+        // Per row: its noise generator (320 bytes, 80 floats' worth) and a few d-wide rows.
+        crate::arrays::check_buffer(
+            num_envs,
+            dim.saturating_mul(4).saturating_add(80),
+            "NativeVecEnv",
+        )?;
         let env = DenoisingEnv::new(
             CpuDevice::default(),
             dim,

@@ -87,6 +87,7 @@ impl Dataset {
         n: usize,
         seed: u64,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        crate::arrays::check_buffer(n, self.law.dim(), "Dataset.sample")?;
         let law = self.law.clone();
         let values = py.allow_threads(move || law.sample(n, &mut seeded(seed, 0)));
         array2(py, values, n, self.law.dim())

@@ -143,6 +143,7 @@ impl Sampler {
         if n == 0 {
             return Err(PyValueError::new_err("n must be at least 1"));
         }
+        crate::arrays::check_buffer(n, self.dim(), "Sampler.sample")?;
         let values = py
             .allow_threads(|| -> anyhow::Result<Vec<f32>> {
                 let mut values = Vec::with_capacity(n * self.dim());

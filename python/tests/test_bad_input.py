@@ -150,3 +150,10 @@ def test_action_bound():
     assert env.step(np.array([0.0, -3.0], dtype=np.float32))[0].shape == (3,)
     with pytest.raises(ValueError, match="action_bound"):
         dg.make_vec("8gaussians", 2, action_bound=0.0)
+
+
+def test_sizes_nothing_can_hold_are_errors_not_aborts():
+    with pytest.raises((ValueError, MemoryError), match="Dataset.sample"):
+        dg.Dataset("8gaussians").sample(2**62)
+    with pytest.raises((ValueError, MemoryError), match="NativeVecEnv"):
+        dg.NativeVecEnv(2, 4, 2**60)
