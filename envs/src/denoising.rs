@@ -117,7 +117,9 @@ impl<D: Backend> DenoisingEnv<D> {
         self.dim
     }
 
-    /// The reward model (shared with whoever learns it).
+    /// The reward model (shared with whoever learns it). The environment itself never clones
+    /// this `Rc`: the Python binding relies on that to move an environment between threads
+    /// (python/src/env.rs).
     pub fn reward_model(&self) -> &SharedReward<D> {
         &self.reward_model
     }

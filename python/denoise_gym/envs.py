@@ -16,6 +16,7 @@ The info dict holds ``t``.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -92,6 +93,8 @@ class _Reward:
             law = _dataset(dataset)
             raise ValueError(f"the reward takes dimension {dim}, data set {law.name!r} has {law.dim}")
         self.dim: int = dim
+        if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer))):
+            raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}")
         self.n_steps: int = int(n_steps if n_steps is not None else (run_steps or DEFAULT_N_STEPS))
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be at least 1, got {self.n_steps}")
@@ -101,6 +104,9 @@ class _Reward:
         if self.callable is None:
             return native_rewards.astype(np.float64)
         name = getattr(self.callable, "__name__", repr(self.callable))
+        # A read-only copy: the callable cannot change the observation handed back.
+        x0 = x0.copy()
+        x0.setflags(write=False)
         try:
             out = self.callable(x0)
         except Exception as error:  # noqa: BLE001 - re-raised with the callable named
@@ -150,12 +156,31 @@ def _actions(actions: Any, shape: Sequence[int], bound: Optional[float] = None) 
     if not np.all(np.isfinite(array)):
         index = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(f"actions hold {array[tuple(index)]} at index {tuple(int(i) for i in index)}; every entry must be finite")
-    if bound is not None and np.any(np.abs(array) > bound):
-        index = np.argwhere(np.abs(array) > bound)[0]
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    # Checked in float32, the action space's dtype (1.00000001 is 1.0 there).
+    if bound is not None and np.any(np.abs(array) > np.float32(bound)):
+        index = np.argwhere(np.abs(array) > np.float32(bound))[0]
         raise ValueError(
             f"actions hold {array[tuple(index)]} at index {tuple(int(i) for i in index)}, outside the action space's ±{bound}"
         )
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return array
+
+
+def _seed(seed: Any) -> Optional[int]:
+    """A reset seed as the native env takes it (an int in [0, 2**64)), or a ValueError."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def _entropy_seed() -> int:
+    """A seed from the operating system's entropy, for a first reset without one (Gymnasium:
+    an unseeded environment is random, not always the same)."""
+    return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
 
 
 def _spaces(dim: int, n_steps: int, action_bound: Optional[float]) -> tuple[spaces.Box, spaces.Box]:
@@ -208,24 +233,32 @@ class DenoisingEnv(gym.Env):
         self.action_bound = action_bound
         self.observation_space, self.action_space = _spaces(self.dim, self.n_steps, action_bound)
         self._native = NativeVecEnv(self.dim, self.n_steps, 1, self._reward.native, 0)
+        # Re-entrant: a reward callable may step or reset this env from its own thread.
+        self._lock = threading.RLock()
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
-        """Draws ``x_T``; returns ``([x_T, T], {"t": T})``."""
-        super().reset(seed=seed)
-        x = self._native.reset(seed)
-        return _observations(x, self.n_steps)[0], {"t": self.n_steps}
+        """Draws ``x_T``; returns ``([x_T, T], {"t": T})``. Without a seed, the first reset
+        draws one from the OS's entropy and later ones continue the generator."""
+        seed = _seed(seed)
+        with self._lock:
+            super().reset(seed=seed)
+            if seed is None and self._native.t is None:
+                seed = _entropy_seed()
+            x = self._native.reset(seed)
+            return _observations(x, self.n_steps)[0], {"t": self.n_steps}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Moves to ``x_{t-1} = action``; the reward is the final sample's at the last step, else 0."""
-        t = self._native.t
-        if t is None:
-            raise gym.error.ResetNeeded("step() before reset(): call reset() first")
-        if t == 0:
-            raise gym.error.ResetNeeded("the episode terminated at t = 0: call reset() before step()")
-        a = _actions(action, (self.dim,), self.action_bound)
-        x, native_reward, terminated, t = self._native.step(a[None, :])
-        reward = self._reward.score(x, native_reward)[0] if terminated else 0.0
-        return _observations(x, t)[0], float(reward), bool(terminated), False, {"t": t}
+        with self._lock:
+            t = self._native.t
+            if t is None:
+                raise gym.error.ResetNeeded("step() before reset(): call reset() first")
+            if t == 0:
+                raise gym.error.ResetNeeded("the episode terminated at t = 0: call reset() before step()")
+            a = _actions(action, (self.dim,), self.action_bound)
+            x, native_reward, terminated, t = self._native.step(a[None, :])
+            reward = self._reward.score(x, native_reward)[0] if terminated else 0.0
+            return _observations(x, t)[0], float(reward), bool(terminated), False, {"t": t}
 
 
 class DenoisingVectorEnv(VectorEnv):
@@ -252,7 +285,7 @@ class DenoisingVectorEnv(VectorEnv):
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r}: this environment renders nothing")
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}")
         self.render_mode = None
         self._reward = _Reward(reward, dataset, n_steps)
@@ -265,6 +298,11 @@ class DenoisingVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._native = NativeVecEnv(self.dim, self.n_steps, self.num_envs, self._reward.native, 0)
         self._autoreset = False
+        # Re-entrant: a reward callable may step or reset this env from its own thread.
+        self._lock = threading.RLock()
+
+    def _info(self, t: int) -> dict:
+        return {"t": np.full(self.num_envs, t, dtype=np.int64), "_t": np.ones(self.num_envs, dtype=bool)}
 
     def reset(
         self, *, seed: Optional[Union[int, Sequence[int]]] = None, options: Optional[dict] = None
@@ -272,45 +310,54 @@ class DenoisingVectorEnv(VectorEnv):
         """Draws ``x_T`` for every row; ``seed`` is an int s (row i seeded with s + i), or the
         list ``[s, s + 1, ...]`` Gymnasium's own vector environments take."""
         if seed is not None and not isinstance(seed, (int, np.integer)):
-            seeds = [int(s) for s in seed]
-            if len(seeds) != self.num_envs or any(s != seeds[0] + i for i, s in enumerate(seeds)):
+            seeds = list(seed)
+            if all(s is None for s in seeds):
+                seeds = [None]
+            elif any(s is None for s in seeds) or len(seeds) != self.num_envs or any(
+                _seed(s) != _seed(seeds[0]) + i for i, s in enumerate(seeds)
+            ):
                 raise ValueError(
-                    f"seed: a list of seeds must be [s, s + 1, ..., s + {self.num_envs - 1}] (row i is seeded with s + i)"
+                    f"seed: a list of seeds must be [s, s + 1, ..., s + {self.num_envs - 1}] (row i is seeded with s + i) or all None"
                 )
             seed = seeds[0]
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(int(seed))
-        x = self._native.reset(None if seed is None else int(seed))
-        self._autoreset = False
-        return _observations(x, self.n_steps), {}
+        seed = _seed(seed)
+        with self._lock:
+            if seed is not None:
+                self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+            elif self._native.t is None:
+                seed = _entropy_seed()
+            x = self._native.reset(seed)
+            self._autoreset = False
+            return _observations(x, self.n_steps), self._info(self.n_steps)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """One step of every row. See the class for the autoreset."""
         n = self.num_envs
-        if self._native.t is None:
-            raise gym.error.ResetNeeded("step() before reset(): call reset() first")
-        if self._autoreset:
-            x = self._native.reset(None)
-            self._autoreset = False
+        with self._lock:
+            if self._native.t is None:
+                raise gym.error.ResetNeeded("step() before reset(): call reset() first")
+            if self._autoreset:
+                x = self._native.reset(None)
+                self._autoreset = False
+                return (
+                    _observations(x, self.n_steps),
+                    np.zeros(n, dtype=np.float64),
+                    np.zeros(n, dtype=bool),
+                    np.zeros(n, dtype=bool),
+                    self._info(self.n_steps),
+                )
+            a = _actions(actions, (n, self.dim), self.action_bound)
+            x, native_rewards, terminated, t = self._native.step(a)
+            # The episodes are over whether or not scoring them succeeds: the next step resets.
+            self._autoreset = bool(terminated)
+            rewards = self._reward.score(x, native_rewards) if terminated else np.zeros(n, dtype=np.float64)
             return (
-                _observations(x, self.n_steps),
-                np.zeros(n, dtype=np.float64),
+                _observations(x, t),
+                rewards,
+                np.full(n, bool(terminated)),
                 np.zeros(n, dtype=bool),
-                np.zeros(n, dtype=bool),
-                {},
+                self._info(t),
             )
-        a = _actions(actions, (n, self.dim), self.action_bound)
-        x, native_rewards, terminated, t = self._native.step(a)
-        rewards = self._reward.score(x, native_rewards) if terminated else np.zeros(n, dtype=np.float64)
-        self._autoreset = bool(terminated)
-        info = {"t": np.full(n, t, dtype=np.int64), "_t": np.ones(n, dtype=bool)}
-        return (
-            _observations(x, t),
-            rewards,
-            np.full(n, bool(terminated)),
-            np.zeros(n, dtype=bool),
-            info,
-        )
 
 
 def make_vec(
@@ -327,16 +374,16 @@ def make_vec(
 
 
 def register_envs() -> list[str]:
-    """Registers ``denoise_gym/Denoise-v0`` (any data set: ``dataset=``) and
-    ``denoise_gym/<name>-v0`` for every 2-D toy data set with Gymnasium; returns the ids.
-    ``import denoise_gym`` calls it."""
+    """Registers ``denoise_gym/Denoise-v0`` (any data set: ``dataset=``, any ``reward=``) and
+    ``denoise_gym/<name>-v0`` for every toy data set with an exact density (the oracle is
+    their default reward) with Gymnasium; returns the ids. ``import denoise_gym`` calls it."""
     ids = []
     targets = {
         "entry_point": "denoise_gym.envs:DenoisingEnv",
         "vector_entry_point": "denoise_gym.envs:DenoisingVectorEnv",
     }
     for env_id, kwargs in [("denoise_gym/Denoise-v0", {})] + [
-        (f"denoise_gym/{name}-v0", {"dataset": name}) for name in TOY_DATASETS
+        (f"denoise_gym/{name}-v0", {"dataset": name}) for name in ORACLE_DATASETS
     ]:
         if env_id not in gym.registry:
             gym.register(id=env_id, kwargs=kwargs, disable_env_checker=False, **targets)
@@ -344,5 +391,18 @@ def register_envs() -> list[str]:
     return ids
 
 
-#: The 2-D toy data sets, each registered as ``denoise_gym/<name>-v0``.
+#: The 2-D toy data sets.
 TOY_DATASETS = tuple(_native.toy_dataset_names())
+
+
+def _has_density(name: str) -> bool:
+    try:
+        OracleReward(name)
+    except ValueError:
+        return False
+    return True
+
+
+#: The toy data sets with an exact density, each registered as ``denoise_gym/<name>-v0``
+#: (the others need ``reward=``: ``gymnasium.make("denoise_gym/Denoise-v0", dataset=..., reward=...)``).
+ORACLE_DATASETS = tuple(name for name in TOY_DATASETS if _has_density(name))

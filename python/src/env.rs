@@ -37,6 +37,9 @@ const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<RewardAdapter>();
     assert_send::<denoise_gym::tensor::Matrix<CpuDevice>>();
+    assert_send::<denoise_gym_envs::DenoisingState<CpuDevice>>();
+    assert_send::<denoise_gym::rng::ProjectRng>();
+    assert_send::<CpuDevice>();
 };
 
 /// What `NativeVecEnv.step` returns: `(x_{t-1}, reward, terminated, t)`.

@@ -38,12 +38,10 @@ pub(crate) fn library_error(error: denoise_gym::Error) -> PyErr {
 /// error in the chain decides the class; the message is the whole chain.
 pub(crate) fn any_error(error: anyhow::Error) -> PyErr {
     let message = format!("{error:#}");
+    if error.chain().any(is_not_found) {
+        return PyFileNotFoundError::new_err(message);
+    }
     for cause in error.chain() {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::NotFound {
-                return PyFileNotFoundError::new_err(message);
-            }
-        }
         if let Some(library) = cause.downcast_ref::<denoise_gym::Error>() {
             return library_error_kind(library).raise(message);
         }
@@ -55,6 +53,25 @@ pub(crate) fn any_error(error: anyhow::Error) -> PyErr {
         }
     }
     DenoiseGymError::new_err(message)
+}
+
+/// Whether an error is a missing file, however the library wrapped it.
+fn is_not_found(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use denoise_gym_envs::DataError;
+    let io_missing = |io: &std::io::Error| io.kind() == std::io::ErrorKind::NotFound;
+    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+        return io_missing(io);
+    }
+    match cause.downcast_ref::<DataError>() {
+        Some(DataError::Io { cause, .. }) => return io_missing(cause),
+        Some(_) => return false,
+        None => {}
+    }
+    match cause.downcast_ref::<denoise_gym::Error>() {
+        Some(denoise_gym::Error::Io { cause, .. }) => io_missing(cause),
+        Some(denoise_gym::Error::Other(inner)) => is_not_found(inner.as_ref()),
+        _ => false,
+    }
 }
 
 /// Which Python exception class an error becomes.
@@ -83,6 +100,19 @@ fn library_error_kind(error: &denoise_gym::Error) -> ErrorKind {
         }
         _ => ErrorKind::Other,
     }
+}
+
+/// [`any_error`] for errors of values the caller passed (a config's keys): a missing file
+/// stays `FileNotFoundError`, everything else is a `ValueError`.
+pub(crate) fn value_error(error: anyhow::Error) -> PyErr {
+    let converted = any_error(error);
+    Python::with_gil(|py| {
+        if converted.is_instance_of::<PyFileNotFoundError>(py) {
+            converted
+        } else {
+            PyValueError::new_err(converted.value(py).to_string())
+        }
+    })
 }
 
 /// The native module.

@@ -12,7 +12,7 @@ use denoise_gym::schedule::Schedule;
 use denoise_gym::tensor::{vector, CpuDevice, Matrix, Vector};
 use denoise_gym_experiments::build::{build_dataset, build_energy_model, load_energy_model};
 use denoise_gym_experiments::builtin;
-use denoise_gym_experiments::config::{RewardConfig, TrainConfig};
+use denoise_gym_experiments::config::TrainConfig;
 use dfdx::prelude::*;
 use numpy::{PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
@@ -62,8 +62,8 @@ impl Dataset {
         );
         let registry = builtin::registry::<CpuDevice>().map_err(any_error)?;
         let config = TrainConfig::from_toml_str("Dataset(...)", &text, &[], registry.catalog())
-            .map_err(any_error)?;
-        let law = build_dataset(&registry, &config).map_err(any_error)?;
+            .map_err(crate::value_error)?;
+        let law = build_dataset(&registry, &config).map_err(crate::value_error)?;
         Ok(Self { law })
     }
 
@@ -166,6 +166,7 @@ impl OracleReward {
         points: Points<'py>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let (x0, _) = matrix_of(&points, "points", self.dim())?;
+        check_finite(&x0.as_vec(), self.dim(), "points")?;
         let reward =
             RewardModel::<CpuDevice>::reward(self.oracle.as_ref(), &x0).map_err(library_error)?;
         Ok(array1(py, reward.as_vec()))
@@ -200,6 +201,7 @@ pub struct EnergyReward {
 impl EnergyReward {
     fn energies(&self, py: Python<'_>, points: &Points<'_>) -> PyResult<Vec<f32>> {
         let (values, _) = rows_of(points, "points", Some(self.dim))?;
+        check_finite(&values, self.dim, "points")?;
         let state = self.state.clone();
         py.allow_threads(move || -> PyResult<Vec<f32>> {
             Ok(lock(&state)?.reward.model.energy_host(&values))
@@ -233,9 +235,24 @@ impl EnergyReward {
                 "EnergyReward: dim must be at least 1",
             ));
         }
-        let text = section_toml("reward", keys)?;
-        let config: RewardConfig = denoise_gym::config::parse("EnergyReward(...) [reward]", &text)
-            .map_err(library_error)?;
+        // Checked as the [reward] section of a config that fine-tunes against an EBM is
+        // (sizes, ranges, memory), not parsed alone.
+        let text = format!(
+            "[finetune]\niterations = 1\nreward = \"ebm\"\n[reward]\n{}",
+            section_toml("reward", keys)?
+        );
+        let registry = builtin::registry::<CpuDevice>().map_err(any_error)?;
+        let config =
+            TrainConfig::from_toml_str("EnergyReward(...)", &text, &[], registry.catalog())
+                .map_err(crate::value_error)?
+                .reward;
+        let widest = config.hidden.max(1);
+        crate::arrays::check_buffer(dim, widest, "EnergyReward: the first layer")?;
+        crate::arrays::check_buffer(
+            widest.saturating_mul(widest),
+            config.depth.max(1),
+            "EnergyReward: the hidden layers",
+        )?;
         let contrastive = config.contrastive();
         contrastive.validate().map_err(library_error)?;
         let model = build_energy_model(&CpuDevice::default(), &config, seed, dim);
@@ -519,6 +536,11 @@ impl RunningCosts {
             )));
         }
         check_finite(&values, values.len() / rows.max(1), "squared_lengths")?;
+        if let Some(bad) = values.iter().find(|v| **v < 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "squared_lengths holds {bad}: a squared length is ≥ 0"
+            )));
+        }
         let batch = values.len() / rows.max(1);
         lock(&self.scale)?.observe(&values, batch, self.dim);
         Ok(())

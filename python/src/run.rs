@@ -60,9 +60,10 @@ impl Sampler {
 
     /// One step per row from `t` (an int for every row, or a sequence of ints).
     fn steps(&self, t: &Bound<'_, PyAny>, rows: usize, n_steps: usize) -> PyResult<Vec<usize>> {
-        let steps: Vec<usize> = match t.extract::<usize>() {
+        // Read as arbitrary Python ints, so that -1 or 2**64 is "not a step", not a TypeError.
+        let steps: Vec<i128> = match t.extract::<i128>() {
             Ok(t) => vec![t; rows],
-            Err(_) => t.extract::<Vec<usize>>().map_err(|_| {
+            Err(_) => t.extract::<Vec<i128>>().map_err(|_| {
                 PyTypeError::new_err("t must be an int or a sequence of ints (one per row)")
             })?,
         };
@@ -72,12 +73,12 @@ impl Sampler {
                 steps.len()
             )));
         }
-        if let Some(bad) = steps.iter().find(|&&t| t == 0 || t > n_steps) {
+        if let Some(bad) = steps.iter().find(|&&t| t < 1 || t > n_steps as i128) {
             return Err(PyValueError::new_err(format!(
                 "t = {bad} is not a step of 1..={n_steps}"
             )));
         }
-        Ok(steps)
+        Ok(steps.into_iter().map(|t| t as usize).collect())
     }
 
     /// `x` (`n × d`) and one step per row, checked against the policy.
@@ -243,7 +244,8 @@ impl Sampler {
     /// input `[x_t, emb(t)]`), `sigmas`, `alpha_bar`, `beta`, `posterior_c1`,
     /// `posterior_c2` (each length T, index `t - 1`), `clip_x0` (0 = off), `fix_last_sigma`
     /// (σ_1 is held fixed in training), `dim`,
-    /// `n_steps`, `min_sigma_sample`, `min_sigma_log_prob` (None = no floor), and when the
+    /// `n_steps`, `min_sigma_sample`, `min_sigma_log_prob` (None = no floor), `parameters`
+    /// (every parameter by its checkpoint name, `log_sigma` included), and when the
     /// run froze its early steps, `ft_steps` and `frozen_layers` (the network of the steps
     /// `t > ft_steps`). The mean is `μ = c1_t x̂_0 + c2_t x_t` with
     /// `x̂_0 = (x_t − √(1−ᾱ_t) ε_θ) / √ᾱ_t`, clipped to `±clip_x0` when that is set.
@@ -334,6 +336,10 @@ pub fn run_config_json(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     .map_err(any_error)
 }
 
+/// The most SWD directions `evaluate` takes (dgym's default is 1,000): beyond it the call
+/// runs for minutes with nothing to gain, and it cannot be interrupted.
+const MAX_SWD_DIRECTIONS: usize = 100_000;
+
 /// SWD, MMD² (and for mixtures the per-mode statistics) of `samples` against as many fresh
 /// points of `dataset`, as `dgym eval` computes them: the data and the SWD directions come
 /// from the evaluation stream of `seed`. Returns the metrics by name.
@@ -348,9 +354,9 @@ pub fn evaluate_samples(
 ) -> PyResult<std::collections::BTreeMap<String, f64>> {
     let law = dataset.get().law.clone();
     let (samples, n) = crate::arrays::rows_of(&samples, "samples", Some(law.dim()))?;
-    if n < 2 || swd_directions == 0 {
+    if n < 2 || swd_directions == 0 || swd_directions > MAX_SWD_DIRECTIONS {
         return Err(PyValueError::new_err(format!(
-            "evaluate needs at least 2 samples and 1 SWD direction (got {n} and {swd_directions})"
+            "evaluate needs at least 2 samples and 1 to {MAX_SWD_DIRECTIONS} SWD directions (got {n} and {swd_directions})"
         )));
     }
     crate::arrays::check_finite(&samples, law.dim(), "samples")?;

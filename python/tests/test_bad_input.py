@@ -157,3 +157,61 @@ def test_sizes_nothing_can_hold_are_errors_not_aborts():
         dg.Dataset("8gaussians").sample(2**62)
     with pytest.raises((ValueError, MemoryError), match="NativeVecEnv"):
         dg.NativeVecEnv(2, 4, 2**60)
+
+
+def test_review_findings_stay_fixed(gcd_run):
+    # A first reset without a seed is random, not always seed 0.
+    assert not np.array_equal(dg.DenoisingEnv().reset()[0], dg.DenoisingEnv().reset()[0])
+    sync = gym.make_vec("denoise_gym/8gaussians-v0", num_envs=3, vectorization_mode="sync")
+    rows = sync.reset()[0]
+    assert not np.array_equal(rows[0], rows[1])
+    # Only data sets with a density get an id of their own; the others take a reward.
+    with pytest.raises(gym.error.NameNotFound):
+        gym.make("denoise_gym/swissroll-v0")
+    env = gym.make("denoise_gym/Denoise-v0", dataset="swissroll", reward=lambda x: -np.abs(x).sum(1))
+    env.reset(seed=0)
+    # A callable cannot change the observation it is handed.
+    def mutate(x):
+        x[:] = 99
+        return np.zeros(len(x))
+    venv = dg.make_vec("8gaussians", 2, n_steps=1, reward=lambda x: np.asarray(x).sum(1))
+    obs = venv.reset(seed=0)[0]
+    mutating = dg.make_vec("8gaussians", 2, n_steps=1, reward=mutate)
+    mutating.reset(seed=0)
+    with pytest.raises(dg.RewardCallableError, match="ValueError"):
+        mutating.step(obs[:, :-1])
+    # A reward that raised ends the episode all the same: the next step autoresets.
+    broken = dg.make_vec("8gaussians", 2, n_steps=1, reward=lambda x: 1 / 0)
+    obs = broken.reset(seed=0)[0]
+    with pytest.raises(dg.RewardCallableError):
+        broken.step(obs[:, :-1])
+    obs, rewards, terminated, *_ = broken.step(obs[:, :-1])
+    assert (obs[:, -1] == 1).all() and not terminated.any()
+    # Sizes and ranges of EnergyReward as a config's [reward] checks them.
+    with pytest.raises(ValueError, match="hidden"):
+        dg.EnergyReward(2, hidden=0)
+    with pytest.raises((ValueError, MemoryError)):
+        dg.EnergyReward(2**62)
+    with pytest.raises((ValueError, MemoryError)):
+        dg.EnergyReward(2, hidden=2**40)
+    with pytest.raises(ValueError, match="finite"):
+        dg.EnergyReward(2).energy([[np.nan, 0.0]])
+    with pytest.raises(ValueError, match="finite"):
+        dg.OracleReward("8gaussians")([[np.nan, 0.0]])
+    # Steps and seeds out of range are ValueErrors.
+    sampler = dg.load_run(gcd_run).sampler()
+    for t in (-1, 0, 5, 2**64):
+        with pytest.raises(ValueError, match="not a step"):
+            sampler.mean(np.zeros((1, 2)), t)
+    with pytest.raises(ValueError, match="seed"):
+        dg.DenoisingEnv().reset(seed=-1)
+    with pytest.raises(ValueError, match="≥ 0"):
+        sampler.running_costs().observe(-np.ones((4, 3)))
+    # The action bound is checked in the space's float32.
+    bounded = dg.DenoisingEnv(action_bound=1.0)
+    bounded.reset(seed=0)
+    bounded.step(np.array([1.00000001, 0.0]))  # 1.0 in float32
+    with pytest.raises(FileNotFoundError):
+        dg.Dataset("csv", path="/nonexistent/points.csv")
+    with pytest.raises(ValueError):
+        dg.Dataset("8gaussians", mixture_weights=[1.0])
