@@ -89,9 +89,10 @@ class _Reward:
                 f"reward must be \"oracle\", a run directory, an OracleReward/EnergyReward or a callable, "
                 f"got {type(reward).__name__}"
             )
-        if dataset is not None and self.callable is None and _dataset(dataset).dim != dim:
+        if dataset is not None and self.callable is None:
             law = _dataset(dataset)
-            raise ValueError(f"the reward takes dimension {dim}, data set {law.name!r} has {law.dim}")
+            if law.dim != dim:
+                raise ValueError(f"the reward takes dimension {dim}, data set {law.name!r} has {law.dim}")
         self.dim: int = dim
         if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer))):
             raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}")
@@ -177,10 +178,38 @@ def _seed(seed: Any) -> Optional[int]:
     return int(seed)
 
 
-def _entropy_seed() -> int:
-    """A seed from the operating system's entropy, for a first reset without one (Gymnasium:
-    an unseeded environment is random, not always the same)."""
-    return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
+def _native_seed(native: NativeVecEnv, seed: Optional[int]) -> Optional[int]:
+    """The seed of a native reset: the caller's, or for a first reset without one a seed from
+    the operating system's entropy (Gymnasium: an unseeded environment is random, not always
+    the same); None continues the generators."""
+    if seed is None and native.t is None:
+        return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
+    return seed
+
+
+def _setup(
+    env: Any,
+    dataset: Optional[Union[str, _native.Dataset]],
+    reward: RewardSpec,
+    n_steps: Optional[int],
+    action_bound: Optional[float],
+    render_mode: Optional[str],
+    num_envs: int,
+) -> tuple[spaces.Box, spaces.Box]:
+    """What both environment classes set up: the reward, the native environment of
+    ``num_envs`` rows and the lock; returns one row's observation and action spaces."""
+    if render_mode is not None:
+        raise ValueError(f"render_mode {render_mode!r}: this environment renders nothing")
+    env.render_mode = None
+    env._reward = _Reward(reward, dataset, n_steps)
+    env.dim = env._reward.dim
+    env.n_steps = env._reward.n_steps
+    env.action_bound = action_bound
+    single_spaces = _spaces(env.dim, env.n_steps, action_bound)
+    env._native = NativeVecEnv(env.dim, env.n_steps, num_envs, env._reward.native, 0)
+    # Re-entrant: a reward callable may step or reset this env from its own thread.
+    env._lock = threading.RLock()
+    return single_spaces
 
 
 def _spaces(dim: int, n_steps: int, action_bound: Optional[float]) -> tuple[spaces.Box, spaces.Box]:
@@ -224,17 +253,7 @@ class DenoisingEnv(gym.Env):
         action_bound: Optional[float] = None,
         render_mode: Optional[str] = None,
     ):
-        if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r}: this environment renders nothing")
-        self.render_mode = None
-        self._reward = _Reward(reward, dataset, n_steps)
-        self.dim = self._reward.dim
-        self.n_steps = self._reward.n_steps
-        self.action_bound = action_bound
-        self.observation_space, self.action_space = _spaces(self.dim, self.n_steps, action_bound)
-        self._native = NativeVecEnv(self.dim, self.n_steps, 1, self._reward.native, 0)
-        # Re-entrant: a reward callable may step or reset this env from its own thread.
-        self._lock = threading.RLock()
+        self.observation_space, self.action_space = _setup(self, dataset, reward, n_steps, action_bound, render_mode, 1)
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
         """Draws ``x_T``; returns ``([x_T, T], {"t": T})``. Without a seed, the first reset
@@ -242,9 +261,7 @@ class DenoisingEnv(gym.Env):
         seed = _seed(seed)
         with self._lock:
             super().reset(seed=seed)
-            if seed is None and self._native.t is None:
-                seed = _entropy_seed()
-            x = self._native.reset(seed)
+            x = self._native.reset(_native_seed(self._native, seed))
             return _observations(x, self.n_steps)[0], {"t": self.n_steps}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -283,23 +300,15 @@ class DenoisingVectorEnv(VectorEnv):
         action_bound: Optional[float] = None,
         render_mode: Optional[str] = None,
     ):
-        if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r}: this environment renders nothing")
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int ≥ 1, got {num_envs!r}")
-        self.render_mode = None
-        self._reward = _Reward(reward, dataset, n_steps)
         self.num_envs = int(num_envs)
-        self.dim = self._reward.dim
-        self.n_steps = self._reward.n_steps
-        self.action_bound = action_bound
-        self.single_observation_space, self.single_action_space = _spaces(self.dim, self.n_steps, action_bound)
+        self.single_observation_space, self.single_action_space = _setup(
+            self, dataset, reward, n_steps, action_bound, render_mode, self.num_envs
+        )
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._native = NativeVecEnv(self.dim, self.n_steps, self.num_envs, self._reward.native, 0)
         self._autoreset = False
-        # Re-entrant: a reward callable may step or reset this env from its own thread.
-        self._lock = threading.RLock()
 
     def _info(self, t: int) -> dict:
         return {"t": np.full(self.num_envs, t, dtype=np.int64), "_t": np.ones(self.num_envs, dtype=bool)}
@@ -324,9 +333,7 @@ class DenoisingVectorEnv(VectorEnv):
         with self._lock:
             if seed is not None:
                 self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-            elif self._native.t is None:
-                seed = _entropy_seed()
-            x = self._native.reset(seed)
+            x = self._native.reset(_native_seed(self._native, seed))
             self._autoreset = False
             return _observations(x, self.n_steps), self._info(self.n_steps)
 

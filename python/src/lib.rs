@@ -37,22 +37,26 @@ pub(crate) fn library_error(error: denoise_gym::Error) -> PyErr {
 /// [`library_error`] for the experiments crate's `anyhow` errors: the first library or I/O
 /// error in the chain decides the class; the message is the whole chain.
 pub(crate) fn any_error(error: anyhow::Error) -> PyErr {
-    let message = format!("{error:#}");
+    any_error_kind(&error).raise(format!("{error:#}"))
+}
+
+/// The class [`any_error`] picks.
+fn any_error_kind(error: &anyhow::Error) -> ErrorKind {
     if error.chain().any(is_not_found) {
-        return PyFileNotFoundError::new_err(message);
+        return ErrorKind::NotFound;
     }
     for cause in error.chain() {
         if let Some(library) = cause.downcast_ref::<denoise_gym::Error>() {
-            return library_error_kind(library).raise(message);
+            return library_error_kind(library);
         }
         if cause
             .downcast_ref::<denoise_gym_envs::DataError>()
             .is_some()
         {
-            return PyValueError::new_err(message);
+            return ErrorKind::Value;
         }
     }
-    DenoiseGymError::new_err(message)
+    ErrorKind::Other
 }
 
 /// Whether an error is a missing file, however the library wrapped it.
@@ -105,14 +109,11 @@ fn library_error_kind(error: &denoise_gym::Error) -> ErrorKind {
 /// [`any_error`] for errors of values the caller passed (a config's keys): a missing file
 /// stays `FileNotFoundError`, everything else is a `ValueError`.
 pub(crate) fn value_error(error: anyhow::Error) -> PyErr {
-    let converted = any_error(error);
-    Python::with_gil(|py| {
-        if converted.is_instance_of::<PyFileNotFoundError>(py) {
-            converted
-        } else {
-            PyValueError::new_err(converted.value(py).to_string())
-        }
-    })
+    let kind = match any_error_kind(&error) {
+        ErrorKind::NotFound => ErrorKind::NotFound,
+        ErrorKind::Value | ErrorKind::Other => ErrorKind::Value,
+    };
+    kind.raise(format!("{error:#}"))
 }
 
 /// The native module.
