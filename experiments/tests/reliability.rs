@@ -273,10 +273,16 @@ fn a_damaged_run_json_is_kept_aside_not_overwritten() {
     assert!(stderr(&o).contains("run.json.damaged"), "{}", stderr(&o));
 }
 
-/// SIGKILLs a run at `kills` points (random delays drawn from a printed seed, so that a
-/// failure replays with `DGYM_FAULT_SEED`), resuming after each, then lets it finish;
-/// its metrics must equal the straight run's.
-fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max_delay_ms: u64) {
+/// SIGKILLs a run at `kills` points, resuming after each, then lets it finish; its metrics
+/// must equal the straight run's.
+///
+/// The kill points are progress, not time: kill k waits until `metrics.csv` has reached a
+/// line count drawn uniformly over the straight run's (sorted, from a printed seed, so that
+/// a failure replays with `DGYM_FAULT_SEED`), then kills 0-7 ms later. Fixed delays were
+/// machine-dependent: CI's faster cores finished the run after 8 of 20 kills (stop 28),
+/// and delays scaled to the wall time landed in the end-of-run evaluation, after every
+/// metrics line, since that is where the time of a tiny run goes.
+fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize) {
     let seed: u64 = std::env::var("DGYM_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -288,12 +294,12 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max
         });
     println!("fault seed {seed} (replay with DGYM_FAULT_SEED={seed})");
     let mut state = seed | 1;
-    let mut next_delay = || {
-        // xorshift64*: a reproducible stream of delays.
+    let mut next_random = || {
+        // xorshift64*: a reproducible stream.
         state ^= state >> 12;
         state ^= state << 25;
         state ^= state >> 27;
-        20 + state.wrapping_mul(0x2545_F491_4F6C_DD1D) % max_delay_ms
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     };
     let tmp = TempDir::new().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
@@ -301,6 +307,15 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max
     let straight = tmp.path().join("straight");
     let o = dgym(tmp.path(), &args(&straight));
     assert!(o.status.success(), "{}", stderr(&o));
+    let lines = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.csv")).map_or(0, |s| s.lines().count() as u64)
+    };
+    let total_lines = lines(&straight);
+    let mut targets: Vec<u64> = (0..kills)
+        .map(|_| 2 + next_random() % (total_lines - 1))
+        .collect();
+    targets.sort_unstable();
+    println!("kill points (metrics lines of {total_lines}): {targets:?}");
 
     let run = tmp.path().join("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dgym"))
@@ -317,8 +332,16 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut landed = 0;
-    for _ in 0..kills {
-        std::thread::sleep(Duration::from_millis(next_delay()));
+    for target in targets {
+        let waiting = Instant::now();
+        while lines(&run) < target && child.try_wait().unwrap().is_none() {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "seed {seed}: no progress to line {target}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(next_random() % 8));
         if child.try_wait().unwrap().is_none() {
             landed += 1;
         }
@@ -352,7 +375,7 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize, max
 fn a_gcd_run_killed_at_twenty_points_resumes_to_the_straight_numbers() {
     let mut sets = tiny_gcd();
     sets.extend(["pretrain.iterations=2000", "finetune.iterations=600"]);
-    kill_9_repeatedly_then_compare("configs/ddpm-8gaussians.toml", &sets, 20, 120);
+    kill_9_repeatedly_then_compare("configs/ddpm-8gaussians.toml", &sets, 20);
 }
 
 #[test]
@@ -372,7 +395,7 @@ fn a_ddaebm_run_killed_at_twenty_points_resumes_to_the_straight_numbers() {
         "reward.held_out=300",
         "run.quiet=true",
     ];
-    kill_9_repeatedly_then_compare("configs/ddaebm-25gaussians.toml", &sets, 20, 120);
+    kill_9_repeatedly_then_compare("configs/ddaebm-25gaussians.toml", &sets, 20);
 }
 
 #[test]
