@@ -14,7 +14,10 @@ use crate::policy::GaussianPolicy;
 use crate::rng::{normal_matrix, ProjectRng};
 use crate::rollout::Rollout;
 use crate::schedule::Schedule;
-use crate::tensor::{Backend, Matrix, Vector};
+use crate::tensor::{row_sums, Backend, Matrix, Vector};
+
+/// A scalar loss carrying its gradient tape.
+pub type TracedScalar<D> = Tensor<(), f32, D, OwnedTape<f32, D>>;
 
 /// Named scalars an update reports (logged as `group/name`).
 pub type Stats = Vec<(String, f64)>;
@@ -257,4 +260,140 @@ pub fn discounted_returns_to_go(
         }
     }
     Ok((returns, velocity_cost / b.max(1) as f64))
+}
+
+/// The closed-form KL divergence `KL(N(μ, σ² I) ‖ N(μ_ref, σ_ref² I))` of two isotropic
+/// Gaussians in `d` dimensions, one value per row:
+/// `d (log σ_ref - log σ) + d σ²/(2 σ_ref²) - d/2 + ‖μ - μ_ref‖²/(2 σ_ref²)`.
+///
+/// `mean`/`log_sigma` carry the tape the gradient flows back through; the reference side is
+/// constant. Panics (a programming error inside the library) if the shapes disagree.
+pub fn gaussian_kl_rows<D: Backend, T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+    mean: Matrix<D, T>,
+    log_sigma: Vector<D, T>,
+    mean_ref: Matrix<D>,
+    log_sigma_ref: Vector<D>,
+) -> Vector<D, T> {
+    let (rows, d) = *mean.shape();
+    assert_eq!(
+        (
+            mean_ref.shape().0,
+            mean_ref.shape().1,
+            log_sigma.shape().0,
+            log_sigma_ref.shape().0
+        ),
+        (rows, d, rows, rows),
+        "gaussian_kl_rows: means {rows}×{d} and {:?}, log σ {} and {}",
+        mean_ref.shape(),
+        log_sigma.shape().0,
+        log_sigma_ref.shape().0
+    );
+    let d = d as f32;
+    let inverse_variance_ref = (log_sigma_ref.clone() * -2.0).exp();
+    let squared = row_sums((mean - mean_ref).square());
+    let variance_ratio = ((log_sigma.with_empty_tape() - log_sigma_ref.clone()) * 2.0).exp();
+    squared * inverse_variance_ref * 0.5 + variance_ratio * (0.5 * d) - log_sigma * d
+        + log_sigma_ref * d
+        - 0.5 * d
+}
+
+/// A KL anchor to a frozen reference sampler: the policy fine-tuning started from, kept
+/// as it was. An agent adds `weight · mean_batch Σ_t KL_t / d` to its loss, with
+/// `KL_t = KL(π_θ(· | x_t) ‖ π_ref(· | x_t))` in closed form at the rollout's states
+/// ([`gaussian_kl_rows`]); `mean_batch Σ_t KL_t` is the KL of the whole denoising chains
+/// (the chain rule of KL, with the states drawn from π_θ), logged as
+/// `policy/kl_reference`. The states are held fixed: the gradient is that of the per-step
+/// KLs, not of where π_θ sends the chain (as in DPOK and DPPO's fine-tuning with a
+/// KL penalty).
+#[derive(Debug, Clone)]
+pub struct KlAnchor<D: Backend> {
+    /// The reference sampler (never trained).
+    pub reference: GaussianPolicy<D>,
+    /// `kl_reference`, the weight of the per-dimension KL (> 0).
+    pub weight: f64,
+}
+
+impl<D: Backend> KlAnchor<D> {
+    /// An anchor to a copy of `policy` as it is now, or `None` when `weight` is 0 (then
+    /// nothing is computed or stored, and the agent's numbers are those without one).
+    /// A weight that is negative or not finite is an error naming `kl_reference`.
+    pub fn new(policy: &GaussianPolicy<D>, weight: f64) -> Result<Option<Self>> {
+        check_kl_reference(weight)?;
+        Ok((weight > 0.0).then(|| Self {
+            reference: policy.clone(),
+            weight,
+        }))
+    }
+
+    /// `μ_ref(x_t, t)` of every row, with no tape: computed once per update and reused by
+    /// every minibatch that scores those rows.
+    pub fn reference_mean(&self, states: &Matrix<D>, ts: &[usize]) -> Matrix<D> {
+        self.reference.mean(states.clone(), ts)
+    }
+
+    /// `KL_t` of every row, given the policy's mean at those rows (traced) and the
+    /// reference's ([`KlAnchor::reference_mean`]).
+    pub fn kl_rows<T: Tape<f32, D> + Merge<T> + Merge<NoneTape>>(
+        &self,
+        policy: &GaussianPolicy<D>,
+        mean: Matrix<D, T>,
+        mean_ref: Matrix<D>,
+        ts: &[usize],
+    ) -> Vector<D, T> {
+        gaussian_kl_rows(
+            mean,
+            policy.log_sigma_at::<T>(ts),
+            mean_ref,
+            self.reference.log_sigma_at::<NoneTape>(ts),
+        )
+    }
+
+    /// The loss term `weight · Σ_rows KL_t / (d · episodes)` of rows that are `episodes`
+    /// chains' (sample, step) pairs, and its host value `Σ_rows KL_t / episodes` (nats).
+    pub fn penalty(
+        &self,
+        policy: &GaussianPolicy<D>,
+        kl_rows: Vector<D, OwnedTape<f32, D>>,
+        episodes: f64,
+    ) -> (TracedScalar<D>, f64) {
+        let sum = kl_rows.sum();
+        let kl_per_chain = sum.as_vec()[0] as f64 / episodes;
+        let scale = self.weight / (policy.dim() as f64 * episodes);
+        (sum * scale as f32, kl_per_chain)
+    }
+
+    /// Writes the reference sampler under `{prefix}` (parameters and step options).
+    pub fn save(&self, checkpoint: &mut Checkpoint, prefix: &str) {
+        checkpoint.put_model(prefix, &self.reference);
+        self.reference.save_step_options(checkpoint, prefix);
+    }
+
+    /// Restores what [`KlAnchor::save`] wrote; a checkpoint without it (written with
+    /// `kl_reference = 0`) is an error naming the key.
+    pub fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()> {
+        checkpoint
+            .load_model(path, prefix, &mut self.reference)
+            .map_err(|e| {
+                Error::checkpoint(
+                    path,
+                    format!(
+                        "has no KL reference sampler ({e}); was it written with \
+                         agent.kl_reference = 0?"
+                    ),
+                )
+            })?;
+        self.reference.load_step_options(checkpoint, path, prefix)
+    }
+}
+
+/// Checks an `agent.kl_reference` weight: finite and ≥ 0.
+pub fn check_kl_reference(weight: f64) -> Result<()> {
+    if weight.is_finite() && weight >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "kl_reference",
+            format!("must be a number ≥ 0 (0 = no KL anchor), got {weight}"),
+        ))
+    }
 }

@@ -20,7 +20,9 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 
-use denoise_gym::agent::{returns_to_go, Agent, MaxEntCoefficients, Stats, VelocityScale};
+use denoise_gym::agent::{
+    returns_to_go, Agent, KlAnchor, MaxEntCoefficients, Stats, VelocityScale,
+};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::error::{ensure_finite, Error, Result};
 use denoise_gym::nn::{with_time_embedding, Activation, Mlp, Parameterized};
@@ -37,8 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reinforce::{policy_learning_rates, ReinforceConfig};
 
-/// A scalar loss carrying its gradient tape.
-pub type TracedScalar<D> = Tensor<(), f32, D, OwnedTape<f32, D>>;
+pub use denoise_gym::agent::TracedScalar;
 
 /// `½ log 2πe`: the per-dimension entropy of a unit Gaussian.
 const HALF_LOG_TWO_PI_E: f64 = 1.418_938_533_204_672_7;
@@ -191,6 +192,8 @@ pub struct Dxdp<D: Backend> {
     pub reward: SharedDifferentiableReward<D>,
     /// The velocity cost's `s_t²`.
     pub velocity: VelocityScale,
+    /// The KL anchor to the sampler fine-tuning started from (`kl_reference > 0`).
+    pub anchor: Option<KlAnchor<D>>,
     /// The shared `[agent]` settings: learning rates, betas, `τ_H`, `τ_v`, velocity scale.
     pub agent: ReinforceConfig,
     /// DxDP's own hyper-parameters.
@@ -240,6 +243,7 @@ impl<D: Backend> Dxdp<D> {
             policy.schedule(),
             agent.velocity_scale_value,
         );
+        let anchor = KlAnchor::new(&policy, agent.kl_reference)?;
         Ok(Self {
             policy,
             optimizer,
@@ -247,6 +251,7 @@ impl<D: Backend> Dxdp<D> {
             value_optimizer,
             reward,
             velocity,
+            anchor,
             agent,
             config,
         })
@@ -319,19 +324,25 @@ impl<D: Backend> Dxdp<D> {
     }
 
     /// The policy loss `L_π` summed over the rows of one group of states that all end on
-    /// `V_ψ` (`t ≥ 2`) or all on `E_φ` (`t = 1`); returns `(sum, Σ future cost)`.
+    /// `V_ψ` (`t ≥ 2`) or all on `E_φ` (`t = 1`), with the KL anchor's
+    /// `kl_reference · KL_t / d` per row where there is one; returns
+    /// `(sum, Σ future cost, Σ KL_t)`.
     fn group_loss(
         &self,
         x_t: &Matrix<D>,
         ts: &[usize],
         noise: &Matrix<D>,
-    ) -> Result<(TracedScalar<D>, f64)> {
+    ) -> Result<(TracedScalar<D>, f64, f64)> {
         let (rows, d) = *x_t.shape();
         let MaxEntCoefficients {
             tau_entropy,
             tau_velocity,
         } = self.agent.coefficients();
         let mean = self.policy.mean(x_t.clone().traced(Gradients::leaky()), ts);
+        let kl = self.anchor.as_ref().map(|anchor| {
+            let mean_ref = anchor.reference_mean(x_t, ts);
+            anchor.kl_rows(&self.policy, mean.with_empty_tape(), mean_ref, ts)
+        });
         let log_sigma = self.policy.log_sigma_at::<OwnedTape<f32, D>>(ts);
         let sigma = log_sigma
             .with_empty_tape()
@@ -352,18 +363,25 @@ impl<D: Backend> Dxdp<D> {
         };
         let future_sum = future.retaped::<NoneTape>().sum().as_vec()[0] as f64;
         let per_row = future + velocity_cost - log_sigma * tau_entropy as f32;
-        Ok((per_row.sum(), future_sum))
+        Ok(match (kl, &self.anchor) {
+            (Some(kl), Some(anchor)) => {
+                let kl_sum = kl.retaped::<NoneTape>().sum().as_vec()[0] as f64;
+                let per_row = per_row + kl * (anchor.weight / d as f64) as f32;
+                (per_row.sum(), future_sum, kl_sum)
+            }
+            _ => (per_row.sum(), future_sum, 0.0),
+        })
     }
 
     /// `L_π` (docs/algorithms.md §4.2) on the states `x_t` (rows at steps `ts`, any mix of steps) with
     /// the standard-normal `noise` of the reparameterised step; a traced scalar.
-    /// Returns `(L_π, mean future cost V(x', t-1))`.
+    /// Returns `(L_π, mean future cost V(x', t-1), mean KL_t to the anchor's reference)`.
     pub fn policy_loss(
         &self,
         x_t: &Matrix<D>,
         ts: &[usize],
         noise: &Matrix<D>,
-    ) -> Result<(TracedScalar<D>, f64)> {
+    ) -> Result<(TracedScalar<D>, f64, f64)> {
         let (rows, d) = *x_t.shape();
         if rows == 0 || ts.len() != rows || noise.shape() != x_t.shape() {
             return Err(Error::InvalidArgument(format!(
@@ -376,7 +394,7 @@ impl<D: Backend> Dxdp<D> {
         let host = x_t.as_vec();
         let host_noise = noise.as_vec();
         let mut total: Option<TracedScalar<D>> = None;
-        let mut future_total = 0.0;
+        let (mut future_total, mut kl_total) = (0.0, 0.0);
         for terminal in [true, false] {
             let rows_in: Vec<usize> = (0..rows).filter(|&i| (ts[i] == 1) == terminal).collect();
             if rows_in.is_empty() {
@@ -392,15 +410,20 @@ impl<D: Backend> Dxdp<D> {
             let group_x = matrix(dev, gather(&host), rows_in.len(), d);
             let group_noise = matrix(dev, gather(&host_noise), rows_in.len(), d);
             let group_ts: Vec<usize> = rows_in.iter().map(|&i| ts[i]).collect();
-            let (sum, future) = self.group_loss(&group_x, &group_ts, &group_noise)?;
+            let (sum, future, kl) = self.group_loss(&group_x, &group_ts, &group_noise)?;
             future_total += future;
+            kl_total += kl;
             total = Some(match total {
                 None => sum,
                 Some(previous) => previous + sum,
             });
         }
         let total = total.ok_or_else(|| Error::InvalidArgument("no states".to_string()))?;
-        Ok((total / rows as f32, future_total / rows as f64))
+        Ok((
+            total / rows as f32,
+            future_total / rows as f64,
+            kl_total / rows as f64,
+        ))
     }
 }
 
@@ -448,7 +471,7 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
             }
         };
         let noise = normal_matrix(self.policy.device(), rng, steps.len(), dim);
-        let (loss, future_cost) = self.policy_loss(&states, &steps, &noise)?;
+        let (loss, future_cost, kl_per_row) = self.policy_loss(&states, &steps, &noise)?;
         let loss_value = ensure_finite("policy/loss", loss.as_vec()[0] as f64, iteration)?;
         let mut grads = loss.backward();
         let mut gradients = gradients_of(&mut grads, &self.policy.parameters())?;
@@ -480,6 +503,13 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
             ),
             ("policy/velocity_cost".to_string(), velocity_cost),
         ]);
+        if self.anchor.is_some() {
+            // Rows of every step: the mean KL_t times T is Σ_t KL_t per chain.
+            stats.push((
+                "policy/kl_reference".to_string(),
+                kl_per_row * n_steps as f64,
+            ));
+        }
         for t in 1..=n_steps {
             stats.push((format!("policy/velocity_scale_{t}"), self.velocity.get(t)));
         }
@@ -501,6 +531,9 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
             &format!("{prefix}.value_optim"),
             &self.value.parameter_names(),
         );
+        if let Some(anchor) = &self.anchor {
+            anchor.save(checkpoint, &format!("{prefix}.kl_reference"));
+        }
         self.velocity
             .save(checkpoint, &format!("{prefix}.velocity_s2"))
     }
@@ -516,6 +549,9 @@ impl<D: Backend> Agent<D> for Dxdp<D> {
         checkpoint.load_model(path, &format!("{prefix}.value"), &mut self.value)?;
         self.value_optimizer
             .load(checkpoint, path, &format!("{prefix}.value_optim"), &names)?;
+        if let Some(anchor) = self.anchor.as_mut() {
+            anchor.load(checkpoint, path, &format!("{prefix}.kl_reference"))?;
+        }
         self.velocity
             .load(checkpoint, path, &format!("{prefix}.velocity_s2"))
     }

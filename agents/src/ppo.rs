@@ -11,18 +11,18 @@
 
 use std::path::Path;
 
-use denoise_gym::agent::{Action, Agent, Baseline, Stats};
+use denoise_gym::agent::{Action, Agent, Baseline, Stats, TracedScalar};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::env::DenoisingState;
 use denoise_gym::error::{ensure_finite, Error, Result};
 use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::rng::{normal_matrix, ProjectRng};
 use denoise_gym::rollout::Rollout;
-use denoise_gym::tensor::{matrix, vector, Backend, Matrix};
+use denoise_gym::tensor::{vector, Backend};
 use dfdx::prelude::*;
 use rand::seq::SliceRandom;
 
-use crate::reinforce::{Reinforce, ReinforceConfig, ScoredBatch};
+use crate::reinforce::{gather_rows, Reinforce, ReinforceConfig, ScoredBatch};
 
 denoise_gym::config_section! {
     /// The `[ppo]` section: PPO's own settings (the rest are `[agent]`'s, [`ReinforceConfig`]).
@@ -89,6 +89,9 @@ pub struct SurrogateStats {
     pub approx_kl: f64,
     /// Fraction of pairs with `|ρ - 1| > ε`.
     pub clip_fraction: f64,
+    /// The KL anchor's `Σ_t KL_t` per chain, estimated from this minibatch's pairs
+    /// (`None` without an anchor).
+    pub kl_reference: Option<f64>,
 }
 
 /// The PPO agent: REINFORCE's state, a different update.
@@ -121,7 +124,7 @@ impl<D: Backend> Ppo<D> {
         batch: &ScoredBatch<D>,
         rows: &[usize],
         old_log_probs: &[f32],
-    ) -> (Tensor<(), f32, D, OwnedTape<f32, D>>, SurrogateStats) {
+    ) -> (TracedScalar<D>, SurrogateStats) {
         let policy = &self.reinforce.policy;
         let dev = policy.device();
         let states = gather_rows(&batch.states, rows);
@@ -129,7 +132,18 @@ impl<D: Backend> Ppo<D> {
         let steps: Vec<usize> = rows.iter().map(|&r| batch.steps[r]).collect();
         let advantage = vector(dev, rows.iter().map(|&r| batch.advantages[r]).collect());
         let old = vector(dev, rows.iter().map(|&r| old_log_probs[r]).collect());
-        let log_prob = policy.log_prob(states.traced(Gradients::leaky()), &steps, &actions);
+        let mean = policy.mean(states.traced(Gradients::leaky()), &steps);
+        // Per pair, K·B pairs making B chains: a minibatch of m pairs stands for m/K chains,
+        // so the anchor's term is REINFORCE's divided by K, as the surrogate is.
+        let ft_steps = policy.ft_steps() as f64;
+        let penalty = self.reinforce.kl_penalty(
+            mean.with_empty_tape(),
+            batch,
+            &steps,
+            Some(rows),
+            rows.len().max(1) as f64,
+        );
+        let log_prob = policy.log_prob_of_mean(mean, &steps, &actions);
         let log_ratio = log_prob - old;
         let eps = self.config.clip as f32;
         let deltas = log_ratio.as_vec();
@@ -145,25 +159,19 @@ impl<D: Backend> Ppo<D> {
                 .filter(|&&v| (v.exp() - 1.0).abs() > eps)
                 .count() as f64
                 / n,
+            kl_reference: penalty.as_ref().map(|(_, kl)| kl * ft_steps),
         };
         let ratio = log_ratio.exp();
         let unclipped = ratio.with_empty_tape() * advantage.clone();
         let clipped = ratio.clamp(1.0 - eps, 1.0 + eps) * advantage;
         let surrogate = unclipped.minimum(clipped).mean();
         let entropy = self.reinforce.entropy_objective() / policy.ft_steps() as f32;
-        (-(surrogate + entropy), stats)
+        let loss = -(surrogate + entropy);
+        match penalty {
+            Some((term, _)) => (loss + term, stats),
+            None => (loss, stats),
+        }
     }
-}
-
-/// The rows `rows` of `m`, in that order.
-fn gather_rows<D: Backend>(m: &Matrix<D>, rows: &[usize]) -> Matrix<D> {
-    let cols = m.shape().1;
-    let data = m.as_vec();
-    let mut out = Vec::with_capacity(rows.len() * cols);
-    for &r in rows {
-        out.extend_from_slice(&data[r * cols..(r + 1) * cols]);
-    }
-    matrix(m.device(), out, rows.len(), cols)
 }
 
 impl<D: Backend> Agent<D> for Ppo<D> {
@@ -219,8 +227,8 @@ impl<D: Backend> Agent<D> for Ppo<D> {
         self.config.check_minibatch(pairs)?;
         let minibatch = self.config.minibatch_size.unwrap_or(pairs).max(1);
         let mut order: Vec<usize> = (0..pairs).collect();
-        let (mut losses, mut norms, mut kls, mut clip_fractions) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut losses, mut norms, mut kls, mut clip_fractions, mut kl_references) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut early_stopped = false;
         'epochs: for _ in 0..self.config.epochs {
             order.shuffle(rng);
@@ -228,6 +236,7 @@ impl<D: Backend> Agent<D> for Ppo<D> {
                 let (loss, stats) = self.minibatch_loss(&batch, rows, &old_log_probs);
                 kls.push(stats.approx_kl);
                 clip_fractions.push(stats.clip_fraction);
+                kl_references.extend(stats.kl_reference);
                 if self
                     .config
                     .target_kl
@@ -257,6 +266,9 @@ impl<D: Backend> Agent<D> for Ppo<D> {
                 if early_stopped { 1.0 } else { 0.0 },
             ),
         ];
+        if !kl_references.is_empty() {
+            stats.push(("policy/kl_reference".to_string(), mean(&kl_references)));
+        }
         stats.extend(self.reinforce.finish_update(&batch));
         Ok(stats)
     }

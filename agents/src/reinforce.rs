@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use denoise_gym::agent::{
-    discounted_returns_to_go, Action, Agent, Baseline, MaxEntCoefficients, ReturnBatch, Stats,
-    VelocityScale, VelocityScaleKind,
+    check_kl_reference, discounted_returns_to_go, Action, Agent, Baseline, KlAnchor,
+    MaxEntCoefficients, ReturnBatch, Stats, TracedScalar, VelocityScale, VelocityScaleKind,
 };
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::env::DenoisingState;
@@ -61,6 +61,8 @@ denoise_gym::config_section! {
         pub min_sigma_sample: Option<f64> = None,
         /// Floor on sigma_t when scoring log pi (> 0; absent = no floor).
         pub min_sigma_logprob: Option<f64> = None,
+        /// Weight of the KL anchor to the sampler fine-tuning started from (frozen): adds kl_reference x mean_batch sum_t KL_t / d to the loss, KL_t in closed form; >= 0, 0 = off.
+        pub kl_reference: f64 = 0.0,
     }
 }
 
@@ -84,6 +86,7 @@ impl ReinforceConfig {
                 ));
             }
         }
+        check_kl_reference(self.kl_reference)?;
         let gamma = self.gamma_denoising;
         if !(gamma > 0.0 && gamma <= 1.0) {
             return Err(Error::config(
@@ -167,6 +170,9 @@ pub struct ScoredBatch<D: Backend> {
     pub squared_lengths: Vec<f32>,
     /// Mean velocity cost per episode.
     pub velocity_cost: f64,
+    /// `μ_ref(x_t, t)` of every row under the KL anchor's reference (`None` without one),
+    /// computed once per rollout for every minibatch that scores these rows.
+    pub reference_means: Option<Matrix<D>>,
 }
 
 impl<D: Backend> ScoredBatch<D> {
@@ -178,6 +184,17 @@ impl<D: Backend> ScoredBatch<D> {
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
+}
+
+/// The rows `rows` of `m`, in that order.
+pub fn gather_rows<D: Backend>(m: &Matrix<D>, rows: &[usize]) -> Matrix<D> {
+    let cols = m.shape().1;
+    let data = m.as_vec();
+    let mut out = Vec::with_capacity(rows.len() * cols);
+    for &r in rows {
+        out.extend_from_slice(&data[r * cols..(r + 1) * cols]);
+    }
+    matrix(m.device(), out, rows.len(), cols)
 }
 
 /// The last `rows` rows of `m`.
@@ -200,6 +217,8 @@ pub struct Reinforce<D: Backend> {
     pub baseline: Box<dyn Baseline<D>>,
     /// The velocity cost's `s_t²`.
     pub velocity: VelocityScale,
+    /// The KL anchor to the sampler fine-tuning started from (`kl_reference > 0`).
+    pub anchor: Option<KlAnchor<D>>,
     /// Hyper-parameters.
     pub config: ReinforceConfig,
     /// `log π(x_{t-1} | x_t)` of the actions of the rollout being collected, with their
@@ -218,7 +237,8 @@ struct RecordedStep<D: Backend> {
 impl<D: Backend> Reinforce<D> {
     /// An agent that fine-tunes `policy`.
     /// It applies the config's diffusion-RL options to the policy: the steps above
-    /// `ft_steps` are frozen at their current values, and the `σ` floors are set.
+    /// `ft_steps` are frozen at their current values, and the `σ` floors are set; with
+    /// `kl_reference > 0` the policy as it then is becomes the KL anchor's reference.
     pub fn new(
         mut policy: GaussianPolicy<D>,
         baseline: Box<dyn Baseline<D>>,
@@ -243,11 +263,13 @@ impl<D: Backend> Reinforce<D> {
             policy.schedule(),
             config.velocity_scale_value,
         );
+        let anchor = KlAnchor::new(&policy, config.kl_reference)?;
         Ok(Self {
             policy,
             optimizer,
             baseline,
             velocity,
+            anchor,
             config,
             recorded: Vec::new(),
         })
@@ -287,43 +309,87 @@ impl<D: Backend> Reinforce<D> {
             self.config.normalize_advantages,
             self.config.clip_advantages,
         );
+        let states = last_rows(&states, rows);
+        let steps = steps[first_row..].to_vec();
+        let reference_means = self
+            .anchor
+            .as_ref()
+            .map(|anchor| anchor.reference_mean(&states, &steps));
         Ok(ScoredBatch {
-            states: last_rows(&states, rows),
+            states,
             actions: last_rows(&actions, rows),
-            steps: steps[first_row..].to_vec(),
+            steps,
             advantages,
             first_row,
             batch_size: batch,
             squared_lengths,
             velocity_cost,
+            reference_means,
         })
     }
 
     /// The entropy bonus `(τ_H/d) Σ_t H_t` as a differentiable scalar.
-    pub fn entropy_objective(&self) -> Tensor<(), f32, D, OwnedTape<f32, D>> {
+    pub fn entropy_objective(&self) -> TracedScalar<D> {
         let weight = self.config.tau_entropy / self.policy.dim() as f64;
         self.policy.entropy_sum::<OwnedTape<f32, D>>() * weight as f32
     }
 
-    /// REINFORCE's loss `-(mean_batch Σ_t log π(x_{t-1}|x_t) A_t + (τ_H/d) Σ_t H_t)`.
-    pub fn loss(&self, batch: &ScoredBatch<D>) -> Tensor<(), f32, D, OwnedTape<f32, D>> {
+    /// REINFORCE's loss `-(mean_batch Σ_t log π(x_{t-1}|x_t) A_t + (τ_H/d) Σ_t H_t)`, plus
+    /// the KL anchor's `kl_reference · mean_batch Σ_t KL_t / d` where there is one.
+    pub fn loss(&self, batch: &ScoredBatch<D>) -> TracedScalar<D> {
+        self.loss_and_kl(batch).0
+    }
+
+    /// [`Reinforce::loss`] and the anchor's `mean_batch Σ_t KL_t` (nats; `None` without
+    /// an anchor).
+    pub fn loss_and_kl(&self, batch: &ScoredBatch<D>) -> (TracedScalar<D>, Option<f64>) {
         let advantage = vector(self.policy.device(), batch.advantages.clone());
-        let log_prob = self.policy.log_prob(
+        let mean = self.policy.mean(
             batch.states.clone().traced(Gradients::leaky()),
             &batch.steps,
-            &batch.actions,
         );
+        let penalty = self.kl_penalty(
+            mean.with_empty_tape(),
+            batch,
+            &batch.steps,
+            None,
+            batch.batch_size as f64,
+        );
+        let log_prob = self
+            .policy
+            .log_prob_of_mean(mean, &batch.steps, &batch.actions);
         let policy_gradient_term = (log_prob * advantage).sum() / batch.batch_size as f32;
-        -(policy_gradient_term + self.entropy_objective())
+        let loss = -(policy_gradient_term + self.entropy_objective());
+        match penalty {
+            Some((term, kl)) => (loss + term, Some(kl)),
+            None => (loss, None),
+        }
+    }
+
+    /// The KL anchor's loss term and `Σ_rows KL_t / episodes` for the policy's traced
+    /// `mean` at `rows` of `batch` (all rows when `None`); `None` without an anchor.
+    pub fn kl_penalty(
+        &self,
+        mean: Matrix<D, OwnedTape<f32, D>>,
+        batch: &ScoredBatch<D>,
+        steps: &[usize],
+        rows: Option<&[usize]>,
+        episodes: f64,
+    ) -> Option<(TracedScalar<D>, f64)> {
+        let anchor = self.anchor.as_ref()?;
+        let all = batch.reference_means.as_ref()?;
+        let mean_ref = match rows {
+            Some(rows) => gather_rows(all, rows),
+            None => all.clone(),
+        };
+        let kl = anchor.kl_rows(&self.policy, mean, mean_ref, steps);
+        Some(anchor.penalty(&self.policy, kl, episodes))
     }
 
     /// [`Reinforce::loss`] from the log-probabilities recorded while acting, when they are
     /// those of `batch`: one recorded step per fine-tuned step, in order, with the very
     /// actions of the batch (compared exactly). `None` otherwise (the caller recomputes).
-    fn loss_from_recorded(
-        &mut self,
-        batch: &ScoredBatch<D>,
-    ) -> Option<Tensor<(), f32, D, OwnedTape<f32, D>>> {
+    fn loss_from_recorded(&mut self, batch: &ScoredBatch<D>) -> Option<TracedScalar<D>> {
         let recorded = std::mem::take(&mut self.recorded);
         let rows = batch.batch_size;
         if rows == 0 || recorded.len() * rows != batch.steps.len() {
@@ -341,7 +407,7 @@ impl<D: Backend> Reinforce<D> {
             return None;
         }
         let dev = self.policy.device().clone();
-        let mut policy_gradient_term: Option<Tensor<(), f32, D, OwnedTape<f32, D>>> = None;
+        let mut policy_gradient_term: Option<TracedScalar<D>> = None;
         for (k, step) in recorded.into_iter().enumerate() {
             let advantage = vector(&dev, batch.advantages[k * rows..(k + 1) * rows].to_vec());
             let term = (step.log_prob * advantage).sum();
@@ -355,7 +421,7 @@ impl<D: Backend> Reinforce<D> {
     }
 
     /// The gradient of `loss` for every policy parameter (parameter order), unclipped.
-    pub fn gradients(&self, loss: Tensor<(), f32, D, OwnedTape<f32, D>>) -> Result<Vec<Matrix<D>>> {
+    pub fn gradients(&self, loss: TracedScalar<D>) -> Result<Vec<Matrix<D>>> {
         let mut grads = loss.backward();
         gradients_of(&mut grads, &self.policy.parameters())
     }
@@ -446,9 +512,17 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
         iteration: u64,
     ) -> Result<Stats> {
         let batch = self.score(rollout)?;
-        let (loss, reused) = match self.loss_from_recorded(&batch) {
-            Some(loss) => (loss, 1.0),
-            None => (self.loss(&batch), 0.0),
+        let (loss, reused, kl_reference) = if self.anchor.is_some() {
+            // The anchor needs the policy's mean at every row, which the recorded
+            // log-probabilities do not keep: one ε-network pass again.
+            self.recorded.clear();
+            let (loss, kl) = self.loss_and_kl(&batch);
+            (loss, 0.0, kl)
+        } else {
+            match self.loss_from_recorded(&batch) {
+                Some(loss) => (loss, 1.0, None),
+                None => (self.loss(&batch), 0.0, None),
+            }
         };
         let loss_value = ensure_finite("policy/loss", loss.as_vec()[0] as f64, iteration)?;
         let gradients = self.gradients(loss)?;
@@ -460,6 +534,9 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
             // ran the ε-network again (a rollout this agent did not act in).
             ("policy/log_prob_recorded".to_string(), reused),
         ];
+        if let Some(kl) = kl_reference {
+            stats.push(("policy/kl_reference".to_string(), kl));
+        }
         stats.extend(self.finish_update(&batch));
         Ok(stats)
     }
@@ -473,12 +550,18 @@ impl<D: Backend> Agent<D> for Reinforce<D> {
             .save(checkpoint, &format!("{prefix}.optim"), &names);
         self.baseline
             .save(checkpoint, &format!("{prefix}.baseline"))?;
+        if let Some(anchor) = &self.anchor {
+            anchor.save(checkpoint, &format!("{prefix}.kl_reference"));
+        }
         self.velocity
             .save(checkpoint, &format!("{prefix}.velocity_s2"))
     }
 
     fn load(&mut self, checkpoint: &Checkpoint, path: &Path, prefix: &str) -> Result<()> {
         self.recorded.clear();
+        if let Some(anchor) = self.anchor.as_mut() {
+            anchor.load(checkpoint, path, &format!("{prefix}.kl_reference"))?;
+        }
         let names = self.policy.parameter_names();
         checkpoint.load_model(path, &format!("{prefix}.policy"), &mut self.policy)?;
         self.policy

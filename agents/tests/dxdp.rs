@@ -202,7 +202,7 @@ fn pathwise_gradient_matches_finite_differences() {
     let x = normal_matrix(&dev, &mut rng, 6, 2);
     let ts = [3, 3, 2, 2, 1, 1];
     let noise = normal_matrix(&dev, &mut rng, 6, 2);
-    let (loss, _) = agent.policy_loss(&x, &ts, &noise).unwrap();
+    let (loss, _, _) = agent.policy_loss(&x, &ts, &noise).unwrap();
     let mut grads = loss.backward();
     let params = agent.policy.parameters();
     let analytic: Vec<Vec<f32>> = denoise_gym::optim::gradients_of(&mut grads, &params)

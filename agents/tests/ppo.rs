@@ -163,6 +163,7 @@ fn one_pair(agent: &Ppo<Cpu>, advantage: f32) -> (ScoredBatch<Cpu>, f32) {
         batch_size: 1,
         squared_lengths: vec![0.0],
         velocity_cost: 0.0,
+        reference_means: None,
     };
     (batch, log_prob)
 }

@@ -1026,3 +1026,87 @@ pub fn error_bar_lines(
         Ok(())
     })
 }
+
+/// One line of [`mean_curves`]: `(x, mean, low, high)` per point, in x order.
+#[derive(Debug, Clone)]
+pub struct CurveSeries {
+    /// The legend entry.
+    pub name: String,
+    /// The points; `[low, high]` is drawn as a translucent band.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Learning curves on a numeric x axis: each series a line through its means over a
+/// translucent band `[low, high]`, with a legend.
+///
+/// # Errors
+/// No series has a finite point, or a drawing / file error.
+pub fn mean_curves(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[CurveSeries],
+) -> Result<()> {
+    let finite = |p: &&(f64, f64, f64, f64)| {
+        p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
+    };
+    let all = || series.iter().flat_map(|s| s.points.iter().filter(finite));
+    let (x_lo, x_hi) = finite_bounds(all().map(|p| p.0))
+        .ok_or_else(|| anyhow!("figure {}: no finite value to plot", path.display()))?;
+    let (y_lo, y_hi) = finite_bounds(all().flat_map(|p| [p.2, p.3]))
+        .ok_or_else(|| anyhow!("figure {}: no finite value to plot", path.display()))?;
+    render_png(path, FIGURE_SIZE + 200, FIGURE_SIZE, |root| {
+        let area = titled(root, title, CAPTION_FONT)?;
+        let mut chart = ChartBuilder::on(&area)
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(padded_range(x_lo, x_hi), padded_range(y_lo, y_hi))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(FINE_GRID)
+            .x_labels(6)
+            .y_labels(8)
+            .x_label_formatter(&|v| format_tick(*v))
+            .y_label_formatter(&|v| format_tick(*v))
+            .label_style(("sans-serif", TICK_FONT))
+            .axis_desc_style(("sans-serif", LABEL_FONT))
+            .draw()?;
+        for (i, s) in series.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64, f64, f64)> =
+                s.points.iter().filter(finite).copied().collect();
+            // The band: the upper edge left to right, then the lower edge back.
+            let band: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.0, p.3))
+                .chain(points.iter().rev().map(|p| (p.0, p.2)))
+                .collect();
+            if points.len() > 1 {
+                chart.draw_series(std::iter::once(Polygon::new(
+                    band,
+                    colour.mix(0.15).filled(),
+                )))?;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|p| (p.0, p.1)),
+                    colour.stroke_width(2),
+                ))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", TICK_FONT))
+            .draw()?;
+        Ok(())
+    })
+}

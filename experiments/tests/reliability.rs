@@ -134,6 +134,38 @@ fn a_torn_last_row_of_metrics_csv_is_dropped_and_the_resume_matches() {
     assert_eq!(rows(&straight), rows(&run));
 }
 
+#[test]
+fn a_kl_anchored_run_stopped_between_checkpoints_resumes_to_the_straight_numbers() {
+    // The anchor (its reference, and the KL it logs) resumes exactly with every agent.
+    for agent in ["ppo", "dxdp", "reinforce"] {
+        let tmp = TempDir::new().unwrap();
+        let agent_set = format!("finetune.agent={agent}");
+        let mut sets = tiny_gcd();
+        sets.extend([
+            "agent.kl_reference=0.5",
+            "ppo.minibatch_size=32",
+            &agent_set,
+        ]);
+        let straight = straight_run(tmp.path(), &sets);
+        let run = tmp.path().join("run");
+        let mut args = train_args(&run, &sets);
+        args.extend(["--stop-after".into(), "77".into()]);
+        let o = dgym(tmp.path(), &args);
+        assert!(o.status.success(), "{agent}: {}", stderr(&o));
+        let o = resume(tmp.path(), &run);
+        assert!(o.status.success(), "{agent}: {}", stderr(&o));
+        let straight_rows = rows(&straight);
+        assert!(
+            straight_rows.iter().any(|r| r
+                .values
+                .get("policy/kl_reference")
+                .is_some_and(|v| *v > 0.0)),
+            "{agent}: no positive policy/kl_reference logged"
+        );
+        assert_eq!(straight_rows, rows(&run), "{agent}");
+    }
+}
+
 /// Waits until `path` exists with content (or panics after a minute).
 fn wait_for(path: &Path, what: &str) {
     let started = Instant::now();

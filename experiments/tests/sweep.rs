@@ -384,6 +384,77 @@ labels = ["gcd", "dsm"]
 }
 
 #[test]
+fn curves_average_the_logged_evaluations_over_seeds_against_episodes() {
+    let tmp = TempDir::new().unwrap();
+    let file = sweep_file(
+        tmp.path(),
+        "curves.toml",
+        TINY_FINETUNE,
+        r#"seeds = [0, 1]
+[[zip]]
+name = "method"
+labels = ["dsm", "gcd", "gcd2"]
+"finetune.iterations" = [0, 8, 8]
+"finetune.n_critic" = [1, 1, 2]
+"finetune.init_from" = ["", "@method=dsm", "@method=dsm"]
+"eval.eval_every" = [4, 4, 4]
+
+[curves]
+metrics = ["swd"]
+target = "method=gcd"
+"#,
+    );
+    let out = tmp.path().join("out");
+    assert_ok(&sweep(tmp.path(), &file, &out, &[]));
+    // Each seed's own evaluations, iteration 0 being the start sampler's.
+    let seed_values = |method: &str, seed: u64| -> Vec<(u64, f64)> {
+        let run = out.join(format!("method={method}/seed={seed}"));
+        let summary = read_json(&run.join("summary.json"));
+        let mut values = vec![(0, summary["eval_start"]["swd"].as_f64().unwrap())];
+        let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let column = header.iter().position(|h| *h == "eval/swd").unwrap();
+        for line in text.lines().skip(1) {
+            let cells: Vec<&str> = line.split(',').collect();
+            if let Ok(v) = cells[column].parse::<f64>() {
+                let step: u64 = cells[0].parse().unwrap();
+                if values.last().unwrap().0 != step {
+                    values.push((step, v));
+                }
+            }
+        }
+        values
+    };
+    let csv = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+    for (method, n_critic) in [("gcd", 1.0), ("gcd2", 2.0)] {
+        let (a, b) = (seed_values(method, 0), seed_values(method, 1));
+        assert_eq!(
+            a.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![0, 4, 8],
+            "{a:?}"
+        );
+        for ((iteration, va), (_, vb)) in a.iter().zip(&b) {
+            let row = csv
+                .lines()
+                .find(|l| l.starts_with(&format!("swd,method={method},{iteration},")))
+                .unwrap_or_else(|| panic!("no row for {method} {iteration}:\n{csv}"));
+            let cells: Vec<f64> = row.split(',').skip(3).map(|c| c.parse().unwrap()).collect();
+            // episodes = iteration × batch_size (32) × n_critic; n = 2 seeds; the mean.
+            assert_eq!(cells[0], *iteration as f64 * 32.0 * n_critic, "{row}");
+            assert_eq!(cells[1], 2.0, "{row}");
+            assert!((cells[2] - (va + vb) / 2.0).abs() < 1e-12, "{row}");
+        }
+    }
+    assert!(
+        !csv.contains("method=dsm,"),
+        "the DSM point has no curve:\n{csv}"
+    );
+    let md = std::fs::read_to_string(out.join("aggregate.md")).unwrap();
+    assert!(md.contains("episodes to reach method=gcd's final"), "{md}");
+    assert!(out.join("curves_swd.png").exists());
+}
+
+#[test]
 fn a_failed_run_is_recorded_the_sweep_goes_on_and_exits_non_zero() {
     let tmp = TempDir::new().unwrap();
     let mut csv = String::from("x,y\n");
@@ -462,6 +533,21 @@ fn bad_sweep_files_are_refused_with_the_key_and_a_suggestion() {
             "duplicate_name.toml",
             "[grid]\n\"agent.lr\" = [1e-3]\n\"reward.lr\" = [1e-3]\n",
             &["two axes are called \"lr\""],
+        ),
+        (
+            "curves_key.toml",
+            "[curves]\nmetric = [\"swd\"]\n",
+            &["[curves]", "unknown key \"metric\"", "metrics, target"],
+        ),
+        (
+            "curves_empty.toml",
+            "[curves]\nmetrics = []\n",
+            &["[curves] metrics", "non-empty array"],
+        ),
+        (
+            "curves_target.toml",
+            "[grid]\n\"agent.lr\" = [1e-3]\n[curves]\nmetrics = [\"swd\"]\ntarget = \"lr=0.1\"\n",
+            &["[curves] target", "\"lr=0.1\" is not a grid point", "lr=0.001"],
         ),
     ];
     for (name, body, needles) in cases {

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::commands::sweep::dir::{read_json_object, read_plan, run_state, RunState, ERROR_FILE};
 use crate::commands::sweep::plan::{Plan, PlotSpec};
@@ -319,6 +319,7 @@ pub fn aggregate(dir: &Path, options: &AggregateOptions) -> Result<Aggregated> {
         }
         None => None,
     };
+    markdown.push_str(&write_curves(dir, &plan)?);
     let markdown_path = dir.join("aggregate.md");
     let csv_path = dir.join("aggregate.csv");
     for (path, text) in [(&markdown_path, &markdown), (&csv_path, &csv)] {
@@ -450,4 +451,243 @@ fn plot(path: &Path, dir: &Path, plan: &Plan, spec: &PlotSpec) -> Result<bool> {
         &series,
     )?;
     Ok(true)
+}
+
+/// One evaluated iteration of a grid point's learning curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    /// Fine-tuning iterations done (0: the sampler fine-tuning started from).
+    pub iteration: u64,
+    /// Environment episodes spent by then: `iteration × batch_size × n_critic` (the
+    /// rollout, and the `n_critic − 1` fresh batches of policy samples the EBM's later
+    /// updates draw).
+    pub episodes: f64,
+    /// The metric over the seeds that evaluated this iteration.
+    pub stats: SeedStats,
+}
+
+/// A grid point's learning curve of one metric, mean over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// The grid point.
+    pub point: String,
+    /// Finished runs that contributed.
+    pub n_runs: usize,
+    /// The points, by iteration.
+    pub points: Vec<CurvePoint>,
+}
+
+/// What one finished run contributes to a curve: `(iteration, episodes, value)` rows.
+fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
+    let config_path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", config_path.display()))?;
+    let finetune = config.get("finetune").and_then(toml::Value::as_table);
+    let int = |table: Option<&toml::Table>, key: &str, default: i64| -> i64 {
+        table
+            .and_then(|t| t.get(key))
+            .and_then(toml::Value::as_integer)
+            .unwrap_or(default)
+    };
+    let batch_size = int(finetune, "batch_size", 0);
+    let n_critic = int(finetune, "n_critic", 1);
+    let from_other_run = finetune
+        .and_then(|t| t.get("init_from"))
+        .and_then(toml::Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    // Fine-tuning's global steps continue those of the pretraining in the same run.
+    let offset = if from_other_run {
+        0
+    } else {
+        int(
+            config.get("pretrain").and_then(toml::Value::as_table),
+            "iterations",
+            0,
+        )
+    };
+    let episodes_per_iteration = (batch_size * n_critic) as f64;
+    let column = format!("eval/{metric}");
+    let csv = run_dir.join("metrics.csv");
+    let (_, rows) = denoise_gym::log::read_metrics_csv(&csv)
+        .with_context(|| format!("reading {}", csv.display()))?;
+    let mut points = Vec::new();
+    if let Some(start) = read_json_object(&run_dir.join("summary.json")).and_then(|s| {
+        s.get("eval_start")
+            .and_then(|e| e.get(metric))
+            .and_then(serde_json::Value::as_f64)
+    }) {
+        points.push((0, 0.0, start));
+    }
+    for row in rows.iter().filter(|r| r.phase == "finetune") {
+        if let Some(&value) = row.values.get(&column) {
+            let iteration = (row.step as i64 - offset).max(0) as u64;
+            // The final evaluation repeats the last iteration's step: keep the first.
+            if value.is_finite() && points.last().is_none_or(|p| p.0 != iteration) {
+                points.push((iteration, iteration as f64 * episodes_per_iteration, value));
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// Per grid point, the learning curve of `metric` over the finished seeds: a point
+/// wherever at least one seed evaluated, with the seeds that did.
+pub fn metric_curves(dir: &Path, plan: &Plan, metric: &str) -> Result<Vec<Curve>> {
+    let mut curves: Vec<Curve> = Vec::new();
+    let mut values: Vec<std::collections::BTreeMap<u64, (f64, Vec<f64>)>> = Vec::new();
+    for run in &plan.runs {
+        let index = match curves.iter().position(|c| c.point == run.point) {
+            Some(i) => i,
+            None => {
+                curves.push(Curve {
+                    point: run.point.clone(),
+                    n_runs: 0,
+                    points: Vec::new(),
+                });
+                values.push(Default::default());
+                curves.len() - 1
+            }
+        };
+        let run_dir = dir.join(&run.name);
+        if run_state(&run_dir) != RunState::Done {
+            continue;
+        }
+        curves[index].n_runs += 1;
+        for (iteration, episodes, value) in run_curve(&run_dir, metric)? {
+            values[index]
+                .entry(iteration)
+                .or_insert_with(|| (episodes, Vec::new()))
+                .1
+                .push(value);
+        }
+    }
+    for (curve, by_iteration) in curves.iter_mut().zip(values) {
+        curve.points = by_iteration
+            .into_iter()
+            .filter_map(|(iteration, (episodes, v))| {
+                seed_stats(&v).map(|stats| CurvePoint {
+                    iteration,
+                    episodes,
+                    stats,
+                })
+            })
+            .collect();
+    }
+    Ok(curves)
+}
+
+/// The first point of `curve` whose mean is at most `target`.
+fn first_reaching(curve: &Curve, target: f64) -> Option<&CurvePoint> {
+    curve.points.iter().find(|p| p.stats.mean <= target)
+}
+
+/// Writes `curves.csv`, `curves_<metric>.png` per metric and returns the Markdown section
+/// (final values, and the episodes each point needs to reach the target point's final
+/// mean).
+fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
+    let Some(spec) = &plan.curves else {
+        return Ok(String::new());
+    };
+    let mut markdown = String::from("## Learning curves\n\n");
+    let mut csv = String::from("metric,point,iteration,episodes,n,mean,std\n");
+    for metric in &spec.metrics {
+        let curves = metric_curves(dir, plan, metric)?;
+        for curve in &curves {
+            for p in &curve.points {
+                csv.push_str(&format!(
+                    "{metric},{},{},{},{},{},{}\n",
+                    csv_quote(&curve.point),
+                    p.iteration,
+                    p.episodes,
+                    p.stats.n,
+                    p.stats.mean,
+                    p.stats.std.map_or(String::new(), |s| s.to_string())
+                ));
+            }
+        }
+        let target_point = spec
+            .target
+            .clone()
+            .unwrap_or_else(|| curves.first().map(|c| c.point.clone()).unwrap_or_default());
+        let target = curves
+            .iter()
+            .find(|c| c.point == target_point)
+            .and_then(|c| c.points.last())
+            .map(|p| p.stats.mean);
+        markdown.push_str(&format!(
+            "### {metric}\n\n| point | runs | start | final (mean ± std) | final at episodes | episodes to reach {target_point}'s final{} |\n|---|---|---|---|---|---|\n",
+            target.map_or(String::new(), |t| format!(" ({})", fmt(t)))
+        ));
+        for curve in &curves {
+            let start = curve
+                .points
+                .first()
+                .filter(|p| p.iteration == 0)
+                .map_or("—".to_string(), |p| fmt(p.stats.mean));
+            let (last, at) =
+                curve
+                    .points
+                    .last()
+                    .map_or(("—".to_string(), "—".to_string()), |p| {
+                        (
+                            format!(
+                                "{} ± {}",
+                                fmt(p.stats.mean),
+                                p.stats.std.map_or("—".to_string(), fmt)
+                            ),
+                            format!("{}", p.episodes),
+                        )
+                    });
+            let reach = match target.filter(|_| !curve.points.is_empty()) {
+                None => "—".to_string(),
+                Some(t) => first_reaching(curve, t).map_or("never".to_string(), |p| {
+                    format!("{} (iteration {})", p.episodes, p.iteration)
+                }),
+            };
+            markdown.push_str(&format!(
+                "| {} | {} | {start} | {last} | {at} | {reach} |\n",
+                curve.point, curve.n_runs
+            ));
+        }
+        markdown.push('\n');
+        let series: Vec<crate::plots::CurveSeries> = curves
+            .iter()
+            .filter(|c| !c.points.is_empty())
+            .map(|c| crate::plots::CurveSeries {
+                name: c.point.clone(),
+                points: c
+                    .points
+                    .iter()
+                    .map(|p| {
+                        let std = p.stats.std.unwrap_or(0.0);
+                        (
+                            p.episodes,
+                            p.stats.mean,
+                            p.stats.mean - std,
+                            p.stats.mean + std,
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        if !series.is_empty() {
+            let png = dir.join(format!("curves_{metric}.png"));
+            crate::plots::mean_curves(
+                &png,
+                &format!("{metric} during fine-tuning (mean over seeds, band ± 1 std)"),
+                "environment episodes",
+                metric,
+                &series,
+            )?;
+            markdown.push_str(&format!("![{metric}](curves_{metric}.png)\n\n"));
+        }
+    }
+    let csv_path = dir.join("curves.csv");
+    let tmp = csv_path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, csv).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &csv_path).with_context(|| format!("writing {}", csv_path.display()))?;
+    Ok(markdown)
 }

@@ -13,7 +13,9 @@ use crate::config::TrainConfig;
 pub(super) const DEFAULT_METRICS: &[&str] = &["swd", "mmd2"];
 
 /// Top-level keys of a sweep file.
-pub(super) const SWEEP_KEYS: &[&str] = &["base", "set", "seeds", "metrics", "grid", "zip", "plot"];
+pub(super) const SWEEP_KEYS: &[&str] = &[
+    "base", "set", "seeds", "metrics", "grid", "zip", "plot", "curves",
+];
 
 /// Prefix of a `finetune.init_from` value that names a sibling grid point.
 pub(super) const SIBLING_PREFIX: char = '@';
@@ -41,6 +43,18 @@ pub struct PlotSpec {
     pub x: String,
     /// The axis whose values are the lines (`None`: every other axis combination).
     pub lines: Option<String>,
+}
+
+/// The learning curves `dgym aggregate` draws (a sweep's `[curves]` table): each
+/// metric's value during training (the `eval/<metric>` column of `metrics.csv`) against
+/// the environment episodes spent, mean over seeds, one line per grid point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvesSpec {
+    /// The metrics (`swd`, `mmd2`, ...: logged as `eval/<metric>` every `eval.eval_every`).
+    pub metrics: Vec<String>,
+    /// The grid point whose final mean is the target of the "episodes to reach" table
+    /// (`None`: the first point).
+    pub target: Option<String>,
 }
 
 /// One run of the sweep: a grid point and a seed.
@@ -79,6 +93,9 @@ pub struct Plan {
     pub metrics: Vec<String>,
     /// The default plot of `dgym aggregate`.
     pub plot: Option<PlotSpec>,
+    /// The learning curves of `dgym aggregate` (absent in plans written before them).
+    #[serde(default)]
+    pub curves: Option<CurvesSpec>,
 }
 
 impl Plan {
@@ -579,6 +596,7 @@ pub fn load_plan(sweep_file: &Path, catalog: &Catalog) -> Result<Plan> {
         runs: Vec::new(),
         metrics,
         plot: None,
+        curves: None,
     };
     plan.plot = match table.get("plot") {
         None => None,
@@ -609,7 +627,45 @@ pub fn load_plan(sweep_file: &Path, catalog: &Catalog) -> Result<Plan> {
         }
         Some(_) => bail!("{file}, key plot: expected a [plot] table"),
     };
+    plan.curves = match table.get("curves") {
+        None => None,
+        Some(toml::Value::Table(c)) => {
+            for k in c.keys() {
+                if !["metrics", "target"].contains(&k.as_str()) {
+                    bail!("{file}, [curves]: unknown key {k:?}; curves have metrics, target");
+                }
+            }
+            let metrics = match c.get("metrics") {
+                Some(toml::Value::Array(values)) if !values.is_empty() => values
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            anyhow!("{file}, [curves] metrics: {v} is not a metric name")
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                _ => bail!(
+                    "{file}, [curves] metrics: expected a non-empty array of metric names \
+                     (swd, mmd2, ...: the eval/<metric> columns of metrics.csv)"
+                ),
+            };
+            let target = match c.get("target") {
+                None => None,
+                Some(toml::Value::String(t)) => Some(t.clone()),
+                Some(_) => bail!("{file}, [curves] target: expected a grid point's name"),
+            };
+            Some(CurvesSpec { metrics, target })
+        }
+        Some(_) => bail!("{file}, key curves: expected a [curves] table"),
+    };
     plan.runs = expand(&plan, &base, &file, catalog)?;
+    if let Some(target) = plan.curves.as_ref().and_then(|c| c.target.as_ref()) {
+        if !plan.runs.iter().any(|r| r.point == *target) {
+            let mut points: Vec<&str> = plan.runs.iter().map(|r| r.point.as_str()).collect();
+            points.dedup();
+            bail!("{file}, [curves] target: {target:?} is not a grid point; the points are {points:?}");
+        }
+    }
     Ok(plan)
 }
 
