@@ -450,7 +450,10 @@ target = "method=gcd"
         "the DSM point has no curve:\n{csv}"
     );
     let md = std::fs::read_to_string(out.join("aggregate.md")).unwrap();
-    assert!(md.contains("episodes to reach method=gcd's final"), "{md}");
+    assert!(
+        md.contains("episodes to reach method=gcd's settled value"),
+        "{md}"
+    );
     assert!(out.join("curves_swd.png").exists());
 }
 

@@ -579,9 +579,35 @@ pub fn metric_curves(dir: &Path, plan: &Plan, metric: &str) -> Result<Vec<Curve>
     Ok(curves)
 }
 
-/// The first point of `curve` whose mean is at most `target`.
+/// Evaluations a curve's "final" value and its "reached" test average over: single
+/// evaluations of a few thousand samples are too noisy to compare agents by.
+const CURVE_WINDOW: usize = 3;
+
+/// The mean of the curve's evaluations over the last fifth of its iterations (at least
+/// [`CURVE_WINDOW`] of them): what it settles at.
+fn final_mean(curve: &Curve) -> Option<f64> {
+    let last = curve.points.last()?.iteration;
+    let settled: Vec<f64> = curve
+        .points
+        .iter()
+        .rev()
+        .enumerate()
+        .take_while(|(i, p)| *i < CURVE_WINDOW || p.iteration as f64 >= 0.8 * last as f64)
+        .map(|(_, p)| p.stats.mean)
+        .collect();
+    Some(settled.iter().sum::<f64>() / settled.len() as f64)
+}
+
+/// The first point from which the mean of [`CURVE_WINDOW`] consecutive evaluations is
+/// at most `target` (fewer at the end of the curve): reached and held, not one lucky draw.
 fn first_reaching(curve: &Curve, target: f64) -> Option<&CurvePoint> {
-    curve.points.iter().find(|p| p.stats.mean <= target)
+    (0..curve.points.len())
+        .map(|i| &curve.points[i..])
+        .find_map(|rest| {
+            let window = &rest[..rest.len().min(CURVE_WINDOW)];
+            let mean = window.iter().map(|p| p.stats.mean).sum::<f64>() / window.len() as f64;
+            (mean <= target).then(|| &rest[0])
+        })
 }
 
 /// Writes `curves.csv`, `curves_<metric>.png` per metric and returns the Markdown section
@@ -615,10 +641,12 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
         let target = curves
             .iter()
             .find(|c| c.point == target_point)
-            .and_then(|c| c.points.last())
-            .map(|p| p.stats.mean);
+            .and_then(final_mean);
         markdown.push_str(&format!(
-            "### {metric}\n\n| point | runs | start | final (mean ± std) | final at episodes | episodes to reach {target_point}'s final{} |\n|---|---|---|---|---|---|\n",
+            "### {metric}\n\n\"settled\": the mean of the evaluations over the last fifth of the \
+             iterations (at least {CURVE_WINDOW}); \"reached\": the first evaluation from which the \
+             mean of {CURVE_WINDOW} consecutive ones is at most the target.\n\n\
+             | point | runs | start | last (mean ± std over seeds) | settled | episodes | episodes to reach {target_point}'s settled value{} |\n|---|---|---|---|---|---|---|\n",
             target.map_or(String::new(), |t| format!(" ({})", fmt(t)))
         ));
         for curve in &curves {
@@ -641,6 +669,7 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
                             format!("{}", p.episodes),
                         )
                     });
+            let settled = final_mean(curve).map_or("—".to_string(), fmt);
             let reach = match target.filter(|_| !curve.points.is_empty()) {
                 None => "—".to_string(),
                 Some(t) => first_reaching(curve, t).map_or("never".to_string(), |p| {
@@ -648,7 +677,7 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
                 }),
             };
             markdown.push_str(&format!(
-                "| {} | {} | {start} | {last} | {at} | {reach} |\n",
+                "| {} | {} | {start} | {last} | {settled} | {at} | {reach} |\n",
                 curve.point, curve.n_runs
             ));
         }
