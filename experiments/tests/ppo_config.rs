@@ -102,6 +102,8 @@ fn bad_values_name_the_file_and_key() {
             "ppo.minibatch_size",
             "512",
         ),
+        (&["agent.kl_reference=-1"], "agent.kl_reference", "≥ 0"),
+        (&["agent.kl_reference=inf"], "agent.kl_reference", "≥ 0"),
         // A key's old name (before [ppo] had its own section) is blamed by its new one.
         (&["agent.ppo_clip=0"], "ppo.clip", "(0, 1)"),
     ];

@@ -509,7 +509,13 @@ fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
         )
     };
     let episodes_per_iteration = (batch_size * n_critic) as f64;
-    let column = format!("eval/{metric}");
+    // `swd` is the `eval/swd` column; a name with a group (`policy/kl_reference`) is the
+    // column itself.
+    let column = if metric.contains('/') {
+        metric.to_string()
+    } else {
+        format!("eval/{metric}")
+    };
     let csv = run_dir.join("metrics.csv");
     let (_, rows) = denoise_gym::log::read_metrics_csv(&csv)
         .with_context(|| format!("reading {}", csv.display()))?;
@@ -703,7 +709,8 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
             })
             .collect();
         if !series.is_empty() {
-            let png = dir.join(format!("curves_{metric}.png"));
+            let file_name = format!("curves_{}.png", metric.replace('/', "_"));
+            let png = dir.join(&file_name);
             crate::plots::mean_curves(
                 &png,
                 &format!("{metric} during fine-tuning (mean over seeds, band ± 1 std)"),
@@ -711,7 +718,7 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
                 metric,
                 &series,
             )?;
-            markdown.push_str(&format!("![{metric}](curves_{metric}.png)\n\n"));
+            markdown.push_str(&format!("![{metric}]({file_name})\n\n"));
         }
     }
     let csv_path = dir.join("curves.csv");

@@ -50,7 +50,9 @@ pub struct PlotSpec {
 /// the environment episodes spent, mean over seeds, one line per grid point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvesSpec {
-    /// The metrics (`swd`, `mmd2`, ...: logged as `eval/<metric>` every `eval.eval_every`).
+    /// The metrics: `swd`, `mmd2`, ... (the `eval/<metric>` columns, logged every
+    /// `eval.eval_every`), or any `metrics.csv` column by its full name
+    /// (`policy/kl_reference`).
     pub metrics: Vec<String>,
     /// The grid point whose final mean is the target of the "episodes to reach" table
     /// (`None`: the first point).
