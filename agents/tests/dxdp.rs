@@ -9,30 +9,21 @@ use denoise_gym::agent::{Agent, VelocityScaleKind};
 use denoise_gym::checkpoint::Checkpoint;
 use denoise_gym::ebm::EnergyModel;
 use denoise_gym::nn::{Activation, Parameterized};
-use denoise_gym::policy::{GaussianPolicy, PolicySpec};
+use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::reward::DifferentiableReward;
 use denoise_gym::rng::{normal_matrix, seeded};
 use denoise_gym::rollout::Rollout;
-use denoise_gym::schedule::{Schedule, ScheduleKind};
 use denoise_gym::tensor::{matrix, vector, Matrix};
 use denoise_gym_agents::{Dxdp, DxdpConfig, ReinforceConfig, ValueTarget};
 use dfdx::prelude::*;
 
+mod common;
+use common::small_policy;
+
 const HALF_LOG_TWO_PI_E: f64 = 1.418_938_533_204_672_7;
 
 fn policy(n_steps: usize, seed: u64) -> GaussianPolicy<Cpu> {
-    let spec = PolicySpec {
-        dim: 2,
-        hidden: 16,
-        depth: 2,
-        time_embed_dim: 16,
-        activation: Activation::Silu,
-        clip_x0: 0.0,
-        fix_last_sigma: true,
-        last_sigma: 0.0,
-    };
-    let schedule = Schedule::new(ScheduleKind::Vp, n_steps).unwrap();
-    GaussianPolicy::new(&Cpu::default(), spec, schedule, &mut seeded(seed, 0)).unwrap()
+    small_policy(n_steps, seed, 0.0, true)
 }
 
 fn energy(seed: u64) -> Rc<RefCell<EnergyModel<Cpu>>> {

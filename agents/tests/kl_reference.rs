@@ -5,30 +5,20 @@
 
 use denoise_gym::agent::{gaussian_kl_rows, Agent, KlAnchor, VelocityScaleKind};
 use denoise_gym::checkpoint::Checkpoint;
-use denoise_gym::env::DenoisingState;
 use denoise_gym::nn::{Activation, Parameterized};
-use denoise_gym::policy::{GaussianPolicy, PolicySpec};
+use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::rng::{normal_matrix, seeded, ProjectRng};
 use denoise_gym::rollout::Rollout;
-use denoise_gym::schedule::{Schedule, ScheduleKind};
-use denoise_gym::tensor::{matrix, vector};
+use denoise_gym::tensor::matrix;
 use denoise_gym_agents::baselines::BatchMean;
 use denoise_gym_agents::{Ppo, PpoConfig, Reinforce, ReinforceConfig};
 use dfdx::prelude::*;
 
+mod common;
+use common::{quadratic_rollout, small_policy};
+
 fn policy(n_steps: usize, seed: u64) -> GaussianPolicy<Cpu> {
-    let spec = PolicySpec {
-        dim: 2,
-        hidden: 16,
-        depth: 2,
-        time_embed_dim: 16,
-        activation: Activation::Silu,
-        clip_x0: 3.0,
-        fix_last_sigma: false,
-        last_sigma: 0.0,
-    };
-    let schedule = Schedule::new(ScheduleKind::Vp, n_steps).unwrap();
-    GaussianPolicy::new(&Cpu::default(), spec, schedule, &mut seeded(seed, 0)).unwrap()
+    small_policy(n_steps, seed, 3.0, false)
 }
 
 fn config(kl_reference: f64) -> ReinforceConfig {
@@ -47,28 +37,7 @@ fn config(kl_reference: f64) -> ReinforceConfig {
 /// One batch acted by `agent`, rewarded by `-(x0 - (2, 0))²`: a target the initial
 /// sampler misses, so that an unanchored agent moves far from it.
 fn rollout(agent: &mut dyn Agent<Cpu>, batch: usize, rng: &mut ProjectRng) -> Rollout<Cpu> {
-    let dev = Cpu::default();
-    let n_steps = agent.policy().n_steps();
-    let mut states = vec![normal_matrix(&dev, rng, batch, 2)];
-    let mut log_probs = Vec::new();
-    for t in (1..=n_steps).rev() {
-        let x = states.last().unwrap().clone();
-        let action = agent.act(&DenoisingState { x, t }, rng).unwrap();
-        log_probs.extend(action.log_prob);
-        states.push(action.next);
-    }
-    let reward = states
-        .last()
-        .unwrap()
-        .as_vec()
-        .chunks(2)
-        .map(|r| -((r[0] - 2.0).powi(2) + r[1].powi(2)))
-        .collect();
-    Rollout {
-        states,
-        log_probs,
-        terminal_reward: vector(&dev, reward),
-    }
+    quadratic_rollout(agent, batch, rng, [2.0, 0.0])
 }
 
 /// `mean_batch Σ_t KL_t` of `policy` to `reference` along `policy`'s own chains.

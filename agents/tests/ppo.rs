@@ -7,9 +7,8 @@ use denoise_gym::agent::{
     discounted_returns_to_go, returns_to_go, Agent, VelocityScale, VelocityScaleKind,
 };
 use denoise_gym::checkpoint::Checkpoint;
-use denoise_gym::env::DenoisingState;
-use denoise_gym::nn::{Activation, Parameterized};
-use denoise_gym::policy::{GaussianPolicy, PolicySpec};
+use denoise_gym::nn::Parameterized;
+use denoise_gym::policy::GaussianPolicy;
 use denoise_gym::rng::{normal_matrix, seeded, ProjectRng};
 use denoise_gym::rollout::Rollout;
 use denoise_gym::schedule::{Schedule, ScheduleKind};
@@ -18,23 +17,15 @@ use denoise_gym_agents::baselines::{BatchMean, NoBaseline};
 use denoise_gym_agents::{Ppo, PpoConfig, Reinforce, ReinforceConfig, ScoredBatch};
 use dfdx::prelude::*;
 
+mod common;
+use common::{quadratic_rollout, small_policy};
+
 fn policy(n_steps: usize, seed: u64) -> GaussianPolicy<Cpu> {
     clipped_policy(n_steps, seed, 0.0)
 }
 
 fn clipped_policy(n_steps: usize, seed: u64, clip_x0: f32) -> GaussianPolicy<Cpu> {
-    let spec = PolicySpec {
-        dim: 2,
-        hidden: 16,
-        depth: 2,
-        time_embed_dim: 16,
-        activation: Activation::Silu,
-        clip_x0,
-        fix_last_sigma: false,
-        last_sigma: 0.0,
-    };
-    let schedule = Schedule::new(ScheduleKind::Vp, n_steps).unwrap();
-    GaussianPolicy::new(&Cpu::default(), spec, schedule, &mut seeded(seed, 0)).unwrap()
+    small_policy(n_steps, seed, clip_x0, false)
 }
 
 fn shared(tau_entropy: f64) -> ReinforceConfig {
@@ -50,31 +41,9 @@ fn shared(tau_entropy: f64) -> ReinforceConfig {
     config
 }
 
-/// One batch of episodes acted by `agent` (so PPO records `log π_old`), rewarded by
-/// `-(x0 - (1, 0))²`.
+/// One batch of episodes acted by `agent`, rewarded by `-(x0 - (1, 0))²`.
 fn rollout(agent: &mut dyn Agent<Cpu>, batch: usize, rng: &mut ProjectRng) -> Rollout<Cpu> {
-    let dev = Cpu::default();
-    let n_steps = agent.policy().n_steps();
-    let mut states = vec![normal_matrix(&dev, rng, batch, 2)];
-    let mut log_probs = Vec::new();
-    for t in (1..=n_steps).rev() {
-        let x = states.last().unwrap().clone();
-        let action = agent.act(&DenoisingState { x, t }, rng).unwrap();
-        log_probs.extend(action.log_prob);
-        states.push(action.next);
-    }
-    let reward = states
-        .last()
-        .unwrap()
-        .as_vec()
-        .chunks(2)
-        .map(|r| -((r[0] - 1.0).powi(2) + r[1].powi(2)))
-        .collect();
-    Rollout {
-        states,
-        log_probs,
-        terminal_reward: vector(&dev, reward),
-    }
+    quadratic_rollout(agent, batch, rng, [1.0, 0.0])
 }
 
 fn host(gradients: &[Matrix<Cpu>]) -> Vec<Vec<f32>> {

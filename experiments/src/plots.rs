@@ -790,9 +790,12 @@ fn draw_sigma_linear(
 
 /// One panel of [`training_curves`]: a column's values by phase.
 struct CurvePanel {
+    /// The caption and the y axis' name.
     column: String,
-    /// `(phase, [(step, value)])`, phases in order of first appearance.
-    series: Vec<(String, Vec<(f64, f64)>)>,
+    /// The x axis' name.
+    x_desc: String,
+    /// The lines, in legend order.
+    series: Vec<CurveSeries>,
 }
 
 /// Training curves from metrics.csv: one panel per requested column that exists (x = step), e.g. ["dsm/loss", "reward/return_mean", "ebm/energy_pos", "ebm/energy_neg", "ebm/L_E", "policy/loss"]; skip missing columns; error if none exist.
@@ -820,7 +823,7 @@ pub fn training_curves(
         if !header.iter().any(|h| h == column) {
             continue;
         }
-        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        let mut series: Vec<CurveSeries> = Vec::new();
         for row in &rows {
             let Some(&value) = row.values.get(column) else {
                 continue;
@@ -828,15 +831,19 @@ pub fn training_curves(
             if !value.is_finite() {
                 continue;
             }
-            let point = (row.step as f64, value);
-            match series.iter_mut().find(|(phase, _)| *phase == row.phase) {
-                Some((_, pts)) => pts.push(point),
-                None => series.push((row.phase.clone(), vec![point])),
+            let point = (row.step as f64, value, value, value);
+            match series.iter_mut().find(|s| s.name == row.phase) {
+                Some(s) => s.points.push(point),
+                None => series.push(CurveSeries {
+                    name: row.phase.clone(),
+                    points: vec![point],
+                }),
             }
         }
         if !series.is_empty() {
             panels.push(CurvePanel {
                 column: column.to_string(),
+                x_desc: "step".to_string(),
                 series,
             });
         }
@@ -863,11 +870,20 @@ pub fn training_curves(
     })
 }
 
+/// One panel of lines, each over its translucent band `[low, high]` where it has one.
 fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
-    let all = || panel.series.iter().flat_map(|(_, pts)| pts.iter());
+    let finite = |p: &&(f64, f64, f64, f64)| {
+        p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
+    };
+    let all = || {
+        panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(finite))
+    };
     let (x_lo, x_hi) = finite_bounds(all().map(|p| p.0))
-        .ok_or_else(|| anyhow!("{}: no finite step", panel.column))?;
-    let (y_lo, y_hi) = finite_bounds(all().map(|p| p.1))
+        .ok_or_else(|| anyhow!("{}: no finite {}", panel.column, panel.x_desc))?;
+    let (y_lo, y_hi) = finite_bounds(all().flat_map(|p| [p.2, p.3]))
         .ok_or_else(|| anyhow!("{}: no finite value", panel.column))?;
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.column, ("sans-serif", CAPTION_FONT))
@@ -877,7 +893,7 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
         .build_cartesian_2d(padded_range(x_lo, x_hi), padded_range(y_lo, y_hi))?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(panel.x_desc.as_str())
         .y_desc(panel.column.as_str())
         .light_line_style(FINE_GRID)
         .x_labels(6)
@@ -887,15 +903,36 @@ fn draw_curve_panel(area: &Area<'_>, panel: &CurvePanel) -> Result<()> {
         .label_style(("sans-serif", TICK_FONT))
         .axis_desc_style(("sans-serif", LABEL_FONT))
         .draw()?;
-    for (i, (phase, pts)) in panel.series.iter().enumerate() {
+    for (i, series) in panel.series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
-        if pts.len() == 1 {
+        let points: Vec<(f64, f64, f64, f64)> =
+            series.points.iter().filter(finite).copied().collect();
+        if points.len() > 1 && points.iter().any(|p| p.2 < p.3) {
+            // The band: the upper edge left to right, then the lower edge back.
+            let band: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.0, p.3))
+                .chain(points.iter().rev().map(|p| (p.0, p.2)))
+                .collect();
+            chart.draw_series(std::iter::once(Polygon::new(
+                band,
+                colour.mix(0.15).filled(),
+            )))?;
+        }
+        if points.len() == 1 {
             // A lone value has no line: mark it.
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.0, p.1), 3, colour.filled())),
+            )?;
         }
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))?
-            .label(phase.as_str())
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0, p.1)),
+                colour.stroke_width(2),
+            ))?
+            .label(series.name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
             });
@@ -1048,65 +1085,14 @@ pub fn mean_curves(
     y_desc: &str,
     series: &[CurveSeries],
 ) -> Result<()> {
-    let finite = |p: &&(f64, f64, f64, f64)| {
-        p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()
+    let panel = CurvePanel {
+        column: y_desc.to_string(),
+        x_desc: x_desc.to_string(),
+        series: series.to_vec(),
     };
-    let all = || series.iter().flat_map(|s| s.points.iter().filter(finite));
-    let (x_lo, x_hi) = finite_bounds(all().map(|p| p.0))
-        .ok_or_else(|| anyhow!("figure {}: no finite value to plot", path.display()))?;
-    let (y_lo, y_hi) = finite_bounds(all().flat_map(|p| [p.2, p.3]))
-        .ok_or_else(|| anyhow!("figure {}: no finite value to plot", path.display()))?;
     render_png(path, FIGURE_SIZE + 200, FIGURE_SIZE, |root| {
         let area = titled(root, title, CAPTION_FONT)?;
-        let mut chart = ChartBuilder::on(&area)
-            .margin(16)
-            .x_label_area_size(50)
-            .y_label_area_size(80)
-            .build_cartesian_2d(padded_range(x_lo, x_hi), padded_range(y_lo, y_hi))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .light_line_style(FINE_GRID)
-            .x_labels(6)
-            .y_labels(8)
-            .x_label_formatter(&|v| format_tick(*v))
-            .y_label_formatter(&|v| format_tick(*v))
-            .label_style(("sans-serif", TICK_FONT))
-            .axis_desc_style(("sans-serif", LABEL_FONT))
-            .draw()?;
-        for (i, s) in series.iter().enumerate() {
-            let colour = PALETTE[i % PALETTE.len()];
-            let points: Vec<(f64, f64, f64, f64)> =
-                s.points.iter().filter(finite).copied().collect();
-            // The band: the upper edge left to right, then the lower edge back.
-            let band: Vec<(f64, f64)> = points
-                .iter()
-                .map(|p| (p.0, p.3))
-                .chain(points.iter().rev().map(|p| (p.0, p.2)))
-                .collect();
-            if points.len() > 1 {
-                chart.draw_series(std::iter::once(Polygon::new(
-                    band,
-                    colour.mix(0.15).filled(),
-                )))?;
-            }
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.0, p.1)),
-                    colour.stroke_width(2),
-                ))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", TICK_FONT))
-            .draw()?;
-        Ok(())
+        draw_curve_panel(&area, &panel)
     })
+    .with_context(|| format!("figure {}", path.display()))
 }
