@@ -8,6 +8,8 @@
 //! PPO averages over pairs where REINFORCE sums over steps and averages over samples, so
 //! dividing the entropy bonus by `K` keeps the two objectives proportional: at `ρ = 1` with
 //! one minibatch of all pairs, PPO's gradient is REINFORCE's divided by `K`.
+//! The KL anchor (`agent.kl_reference`) enters the same way: `β mean KL_t / d` over the
+//! minibatch's pairs, REINFORCE's term divided by `K`.
 
 use std::path::Path;
 
@@ -118,7 +120,8 @@ impl<D: Backend> Ppo<D> {
     }
 
     /// The clipped-surrogate loss of the pairs `rows` of `batch` (indices into its rows),
-    /// with `old_log_probs[r]` the recorded `log π_old` of row `r`.
+    /// with `old_log_probs[r]` the recorded `log π_old` of row `r`, plus the KL anchor's
+    /// term where the agent has one.
     pub fn minibatch_loss(
         &self,
         batch: &ScoredBatch<D>,

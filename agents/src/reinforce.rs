@@ -377,10 +377,12 @@ impl<D: Backend> Reinforce<D> {
         episodes: f64,
     ) -> Option<(TracedScalar<D>, f64)> {
         let anchor = self.anchor.as_ref()?;
-        let all = batch.reference_means.as_ref()?;
-        let mean_ref = match rows {
-            Some(rows) => gather_rows(all, rows),
-            None => all.clone(),
+        let mean_ref = match (&batch.reference_means, rows) {
+            (Some(all), Some(rows)) => gather_rows(all, rows),
+            (Some(all), None) => all.clone(),
+            // A batch not made by `score` (built by hand): the reference's means now.
+            (None, Some(rows)) => anchor.reference_mean(&gather_rows(&batch.states, rows), steps),
+            (None, None) => anchor.reference_mean(&batch.states, steps),
         };
         let kl = anchor.kl_rows(&self.policy, mean, mean_ref, steps);
         Some(anchor.penalty(&self.policy, kl, episodes))

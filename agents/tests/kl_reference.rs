@@ -312,3 +312,89 @@ fn a_large_weight_holds_dxdp_at_the_reference() {
         kls[0]
     );
 }
+
+#[test]
+fn away_from_the_reference_every_agent_logs_the_same_kl_and_ppo_has_reinforce_gradient_over_k() {
+    use denoise_gym::ebm::EnergyModel;
+    use denoise_gym::reward::DifferentiableReward;
+    use denoise_gym_agents::{Dxdp, DxdpConfig};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let (start, moved) = (policy(3, 3), policy(3, 7));
+    let weight = 2.0;
+    let mut reinforce = Reinforce::new(start.clone(), Box::new(BatchMean), config(weight)).unwrap();
+    let mut ppo = Ppo::new(
+        start.clone(),
+        Box::new(BatchMean),
+        config(weight),
+        PpoConfig {
+            epochs: 1,
+            minibatch_size: None,
+            ..PpoConfig::default()
+        },
+    )
+    .unwrap();
+    let energy = EnergyModel::new(
+        &Cpu::default(),
+        2,
+        16,
+        2,
+        Activation::Silu,
+        &mut seeded(8, 1),
+    );
+    let reward: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = Rc::new(RefCell::new(energy));
+    let mut dxdp = Dxdp::new(
+        start,
+        reward,
+        config(weight),
+        DxdpConfig {
+            value_hidden: 16,
+            value_depth: 2,
+            ..DxdpConfig::default()
+        },
+        &mut seeded(5, 2),
+    )
+    .unwrap();
+    // Every agent's policy moves away from its reference, the same way.
+    reinforce.policy = moved.clone();
+    ppo.reinforce.policy = moved.clone();
+    dxdp.policy = moved;
+    let data = rollout(&mut ppo, 64, &mut seeded(12, 0));
+
+    let batch = reinforce.score(&data).unwrap();
+    let (loss, kl) = reinforce.loss_and_kl(&batch);
+    let kl = kl.unwrap();
+    let expected: Vec<Vec<f32>> = reinforce
+        .gradients(loss)
+        .unwrap()
+        .iter()
+        .map(|g| g.as_vec())
+        .collect();
+
+    let batch = ppo.reinforce.score(&data).unwrap();
+    let old: Vec<f32> = data.log_probs.iter().flat_map(|v| v.as_vec()).collect();
+    let all: Vec<usize> = (0..batch.len()).collect();
+    let (loss, stats) = ppo.minibatch_loss(&batch, &all, &old);
+    let ppo_kl = stats.kl_reference.unwrap();
+    let k = 3.0;
+    for (g, e) in ppo.reinforce.gradients(loss).unwrap().iter().zip(&expected) {
+        for (a, b) in g.as_vec().iter().zip(e) {
+            assert!(
+                (a * k - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "PPO × K {} against REINFORCE {b}",
+                a * k
+            );
+        }
+    }
+
+    let (states, _, steps) = data.stacked_transitions();
+    let noise = denoise_gym::rng::normal_matrix(&Cpu::default(), &mut seeded(3, 3), steps.len(), 2);
+    let (_, _, kl_per_row) = dxdp.policy_loss(&states, &steps, &noise).unwrap();
+    let dxdp_kl = kl_per_row * 3.0;
+    println!("KL per chain: REINFORCE {kl}, PPO {ppo_kl}, DxDP {dxdp_kl}");
+    assert!(kl > 0.1, "the moved policy is near its reference: {kl}");
+    for other in [ppo_kl, dxdp_kl] {
+        assert!((other - kl).abs() < 1e-4 * kl, "{other} against {kl}");
+    }
+}

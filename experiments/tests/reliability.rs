@@ -350,6 +350,14 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize) {
     println!("kill points (metrics lines of {total_lines}): {targets:?}");
 
     let run = tmp.path().join("killed");
+    // A resumed run first cuts metrics.csv back to its checkpoint: a kill point counts only
+    // once the process now running has written the file.
+    let written_since = |since: std::time::SystemTime| {
+        std::fs::metadata(run.join("metrics.csv"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t > since)
+    };
+    let mut spawned = std::time::SystemTime::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dgym"))
         .args(args(&run))
         .current_dir(tmp.path())
@@ -366,7 +374,9 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize) {
     let mut landed = 0;
     for target in targets {
         let waiting = Instant::now();
-        while lines(&run) < target && child.try_wait().unwrap().is_none() {
+        while (lines(&run) < target || !written_since(spawned))
+            && child.try_wait().unwrap().is_none()
+        {
             assert!(
                 waiting.elapsed() < Duration::from_secs(60),
                 "seed {seed}: no progress to line {target}"
@@ -382,6 +392,7 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize) {
         if run.join("summary.json").exists() {
             break;
         }
+        spawned = std::time::SystemTime::now();
         child = Command::new(env!("CARGO_BIN_EXE_dgym"))
             .args(["train", "--resume", run.to_str().unwrap()])
             .current_dir(tmp.path())

@@ -393,11 +393,11 @@ fn curves_average_the_logged_evaluations_over_seeds_against_episodes() {
         r#"seeds = [0, 1]
 [[zip]]
 name = "method"
-labels = ["dsm", "gcd", "gcd2"]
-"finetune.iterations" = [0, 8, 8]
-"finetune.n_critic" = [1, 1, 2]
-"finetune.init_from" = ["", "@method=dsm", "@method=dsm"]
-"eval.eval_every" = [4, 4, 4]
+labels = ["dsm", "gcd", "gcd2", "own"]
+"finetune.iterations" = [0, 8, 8, 7]
+"finetune.n_critic" = [1, 1, 2, 1]
+"finetune.init_from" = ["", "@method=dsm", "@method=dsm", ""]
+"eval.eval_every" = [4, 4, 4, 3]
 
 [curves]
 metrics = ["swd"]
@@ -406,8 +406,11 @@ target = "method=gcd"
     );
     let out = tmp.path().join("out");
     assert_ok(&sweep(tmp.path(), &file, &out, &[]));
-    // Each seed's own evaluations, iteration 0 being the start sampler's.
-    let seed_values = |method: &str, seed: u64| -> Vec<(u64, f64)> {
+    // Each seed's own evaluations of the fine-tuning (and the end-of-run one), as
+    // iterations: iteration 0 is the start sampler's; `own` pretrains 40 steps in the run,
+    // so its evaluations every 3 global steps fall on iterations 2 and 5, and the
+    // end-of-run evaluation adds iteration 7.
+    let seed_values = |method: &str, seed: u64, offset: u64| -> Vec<(u64, f64)> {
         let run = out.join(format!("method={method}/seed={seed}"));
         let summary = read_json(&run.join("summary.json"));
         let mut values = vec![(0, summary["eval_start"]["swd"].as_f64().unwrap())];
@@ -416,21 +419,31 @@ target = "method=gcd"
         let column = header.iter().position(|h| *h == "eval/swd").unwrap();
         for line in text.lines().skip(1) {
             let cells: Vec<&str> = line.split(',').collect();
+            if cells[1] == "pretrain" {
+                continue;
+            }
             if let Ok(v) = cells[column].parse::<f64>() {
-                let step: u64 = cells[0].parse().unwrap();
-                if values.last().unwrap().0 != step {
-                    values.push((step, v));
+                let iteration = cells[0].parse::<u64>().unwrap() - offset;
+                if values.last().unwrap().0 != iteration {
+                    values.push((iteration, v));
                 }
             }
         }
         values
     };
     let csv = std::fs::read_to_string(out.join("curves.csv")).unwrap();
-    for (method, n_critic) in [("gcd", 1.0), ("gcd2", 2.0)] {
-        let (a, b) = (seed_values(method, 0), seed_values(method, 1));
+    for (method, n_critic, offset, iterations) in [
+        ("gcd", 1.0, 0, vec![0, 4, 8]),
+        ("gcd2", 2.0, 0, vec![0, 4, 8]),
+        ("own", 1.0, 40, vec![0, 2, 5, 7]),
+    ] {
+        let (a, b) = (
+            seed_values(method, 0, offset),
+            seed_values(method, 1, offset),
+        );
         assert_eq!(
             a.iter().map(|p| p.0).collect::<Vec<_>>(),
-            vec![0, 4, 8],
+            iterations,
             "{a:?}"
         );
         for ((iteration, va), (_, vb)) in a.iter().zip(&b) {

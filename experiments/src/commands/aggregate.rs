@@ -477,7 +477,11 @@ pub struct Curve {
     pub points: Vec<CurvePoint>,
 }
 
-/// What one finished run contributes to a curve: `(iteration, episodes, value)` rows.
+/// What one finished run contributes to a curve: `(iteration, episodes, value)` rows,
+/// from the start sampler's evaluation (`summary.json`'s `eval_start`, iteration 0), the
+/// evaluations during fine-tuning and the end-of-run evaluation (`metrics.csv`'s `eval`
+/// row, kept where no evaluation during fine-tuning fell on the last iteration). A run
+/// that did not fine-tune contributes nothing.
 fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
     let config_path = run_dir.join("config.toml");
     let text = std::fs::read_to_string(&config_path)
@@ -485,16 +489,26 @@ fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
     let config: toml::Table = text
         .parse()
         .with_context(|| format!("parsing {}", config_path.display()))?;
-    let finetune = config.get("finetune").and_then(toml::Value::as_table);
-    let int = |table: Option<&toml::Table>, key: &str, default: i64| -> i64 {
-        table
+    let section = |name: &str| config.get(name).and_then(toml::Value::as_table);
+    let int = |table: &str, key: &str| -> Result<i64> {
+        section(table)
             .and_then(|t| t.get(key))
             .and_then(toml::Value::as_integer)
-            .unwrap_or(default)
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: {table}.{key} is missing or not a non-negative integer",
+                    config_path.display()
+                )
+            })
     };
-    let batch_size = int(finetune, "batch_size", 0);
-    let n_critic = int(finetune, "n_critic", 1);
-    let from_other_run = finetune
+    let iterations = int("finetune", "iterations")?;
+    if iterations == 0 {
+        return Ok(Vec::new());
+    }
+    let batch_size = int("finetune", "batch_size")?;
+    let n_critic = int("finetune", "n_critic")?;
+    let from_other_run = section("finetune")
         .and_then(|t| t.get("init_from"))
         .and_then(toml::Value::as_str)
         .is_some_and(|s| !s.is_empty());
@@ -502,38 +516,52 @@ fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
     let offset = if from_other_run {
         0
     } else {
-        int(
-            config.get("pretrain").and_then(toml::Value::as_table),
-            "iterations",
-            0,
-        )
+        int("pretrain", "iterations")?
     };
     let episodes_per_iteration = (batch_size * n_critic) as f64;
     // `swd` is the `eval/swd` column; a name with a group (`policy/kl_reference`) is the
-    // column itself.
+    // column itself. `eval_start` holds the evaluation's keys without the group.
     let column = if metric.contains('/') {
         metric.to_string()
     } else {
         format!("eval/{metric}")
     };
+    let start_key = column.strip_prefix("eval/").unwrap_or(&column);
     let csv = run_dir.join("metrics.csv");
     let (_, rows) = denoise_gym::log::read_metrics_csv(&csv)
         .with_context(|| format!("reading {}", csv.display()))?;
     let mut points = Vec::new();
     if let Some(start) = read_json_object(&run_dir.join("summary.json")).and_then(|s| {
         s.get("eval_start")
-            .and_then(|e| e.get(metric))
+            .and_then(|e| e.get(start_key))
             .and_then(serde_json::Value::as_f64)
     }) {
         points.push((0, 0.0, start));
     }
-    for row in rows.iter().filter(|r| r.phase == "finetune") {
-        if let Some(&value) = row.values.get(&column) {
-            let iteration = (row.step as i64 - offset).max(0) as u64;
-            // The final evaluation repeats the last iteration's step: keep the first.
-            if value.is_finite() && points.last().is_none_or(|p| p.0 != iteration) {
-                points.push((iteration, iteration as f64 * episodes_per_iteration, value));
-            }
+    for row in rows
+        .iter()
+        .filter(|r| r.phase == "finetune" || r.phase == "eval")
+    {
+        let Some(&value) = row.values.get(&column) else {
+            continue;
+        };
+        let iteration = row.step as i64 - offset;
+        if !(0..=iterations).contains(&iteration) {
+            bail!(
+                "{}: step {} of phase {} is outside fine-tuning (steps {}..={} by {})",
+                csv.display(),
+                row.step,
+                row.phase,
+                offset + 1,
+                offset + iterations,
+                config_path.display()
+            );
+        }
+        let iteration = iteration as u64;
+        // The end-of-run evaluation repeats the last iteration's step when an evaluation
+        // during fine-tuning fell on it: keep the first.
+        if value.is_finite() && points.last().is_none_or(|p| p.0 != iteration) {
+            points.push((iteration, iteration as f64 * episodes_per_iteration, value));
         }
     }
     Ok(points)
@@ -605,15 +633,13 @@ fn final_mean(curve: &Curve) -> Option<f64> {
 }
 
 /// The first point from which the mean of [`CURVE_WINDOW`] consecutive evaluations is
-/// at most `target` (fewer at the end of the curve): reached and held, not one lucky draw.
+/// at most `target` (lower is better, as for SWD and MMD²): reached and held, not one
+/// lucky draw. A point with fewer than [`CURVE_WINDOW`] evaluations left cannot qualify.
 fn first_reaching(curve: &Curve, target: f64) -> Option<&CurvePoint> {
-    (0..curve.points.len())
-        .map(|i| &curve.points[i..])
-        .find_map(|rest| {
-            let window = &rest[..rest.len().min(CURVE_WINDOW)];
-            let mean = window.iter().map(|p| p.stats.mean).sum::<f64>() / window.len() as f64;
-            (mean <= target).then(|| &rest[0])
-        })
+    curve.points.windows(CURVE_WINDOW).find_map(|window| {
+        let mean = window.iter().map(|p| p.stats.mean).sum::<f64>() / window.len() as f64;
+        (mean <= target).then(|| &window[0])
+    })
 }
 
 /// Writes `curves.csv`, `curves_<metric>.png` per metric and returns the Markdown section
@@ -640,10 +666,20 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
                 ));
             }
         }
-        let target_point = spec
-            .target
-            .clone()
-            .unwrap_or_else(|| curves.first().map(|c| c.point.clone()).unwrap_or_default());
+        if curves.iter().all(|c| c.points.is_empty()) {
+            eprintln!(
+                "warning: [curves] {metric}: no finished run has a value of it (is the name \
+                 an eval.json key such as swd, or a metrics.csv column such as \
+                 policy/kl_reference?)"
+            );
+        }
+        let target_point = spec.target.clone().unwrap_or_else(|| {
+            curves
+                .iter()
+                .find(|c| !c.points.is_empty())
+                .map(|c| c.point.clone())
+                .unwrap_or_default()
+        });
         let target = curves
             .iter()
             .find(|c| c.point == target_point)
@@ -651,7 +687,7 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
         markdown.push_str(&format!(
             "### {metric}\n\n\"settled\": the mean of the evaluations over the last fifth of the \
              iterations (at least {CURVE_WINDOW}); \"reached\": the first evaluation from which the \
-             mean of {CURVE_WINDOW} consecutive ones is at most the target.\n\n\
+             mean of {CURVE_WINDOW} consecutive ones is at most the target (lower is better).\n\n\
              | point | runs | start | last (mean ± std over seeds) | settled | episodes | episodes to reach {target_point}'s settled value{} |\n|---|---|---|---|---|---|---|\n",
             target.map_or(String::new(), |t| format!(" ({})", fmt(t)))
         ));
