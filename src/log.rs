@@ -365,8 +365,22 @@ pub struct TensorBoardLogger {
     file: BufWriter<File>,
 }
 
+/// The largest seconds field among the event files in `dir`
+/// (`events.out.tfevents.<seconds>.<host>.<pid>.<k>`), if there are any.
+fn latest_event_file_seconds(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            let rest = name.to_str()?.strip_prefix("events.out.tfevents.")?;
+            rest.split('.').next()?.parse::<u64>().ok()
+        })
+        .max()
+}
+
 impl TensorBoardLogger {
-    /// Starts a new event file in `dir` (created if needed).
+    /// Starts a new event file in `dir` (created if needed), named to sort after every
+    /// event file already there.
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let now = SystemTime::now()
@@ -378,11 +392,19 @@ impl TensorBoardLogger {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".to_string());
         let pid = std::process::id();
+        // TensorBoard reads a directory's event files in name order, and a resumed run's
+        // `SessionLog` START only drops the earlier file's steps if it is read after it.
+        // Two writers in one second would be ordered by their pids' digits (7301 before
+        // 10002 is read after it), so the seconds field is made later than every existing
+        // file's: the new file always sorts last.
+        let seconds = now
+            .as_secs()
+            .max(latest_event_file_seconds(dir).map(|s| s + 1).unwrap_or(0));
         // The same second, host and pid can recur (two runs in one process): the last
         // field tells their files apart, and `create_new` never overwrites one.
         let mut k = 0;
         let (path, file) = loop {
-            let name = format!("events.out.tfevents.{:010}.{host}.{pid}.{k}", now.as_secs());
+            let name = format!("events.out.tfevents.{seconds:010}.{host}.{pid}.{k}");
             let path = dir.join(name);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => break (path, file),

@@ -131,3 +131,45 @@ fn a_malformed_metrics_file_is_an_error_naming_the_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_new_event_file_sorts_after_every_earlier_one_even_within_one_second() {
+    // TensorBoard reads event files in name order; a resumed run's file must come last so
+    // that its SessionLog START drops the earlier file's steps after the checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    // An earlier writer's file from "the future" and one whose pid has more digits.
+    let later = "events.out.tfevents.4000000000.host.99999.0";
+    std::fs::write(dir.path().join(later), b"").unwrap();
+    std::fs::write(
+        dir.path()
+            .join("events.out.tfevents.0000000005.host.123456.0"),
+        b"",
+    )
+    .unwrap();
+    let mut names = Vec::new();
+    for resume in [false, true, true] {
+        let logger = if resume {
+            TensorBoardLogger::resume(dir.path(), 10).unwrap()
+        } else {
+            TensorBoardLogger::create(dir.path()).unwrap()
+        };
+        names.push(
+            logger
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string(),
+        );
+    }
+    let mut all: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    all.sort();
+    assert_eq!(&all[all.len() - 3..], &names[..], "{all:?}");
+    assert!(
+        names[0].starts_with("events.out.tfevents.4000000001."),
+        "{names:?}"
+    );
+}
