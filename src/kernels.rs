@@ -127,8 +127,12 @@ macro_rules! multiversion {
                 unsafe fn avx2($($arg: $ty),*) {
                     portable($($arg),*)
                 }
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                    // SAFETY: the CPU supports the features `avx512` was compiled for.
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports every feature `avx512` was compiled for.
                     return unsafe { avx512($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -245,6 +249,8 @@ fn matmul(
     dst: &mut [f32],
 ) {
     assert!(dst.len() >= m * n, "matmul: destination smaller than m × n");
+    check_operand("a", (m, k), a_strides, a.len());
+    check_operand("b", (k, n), b_strides, b.len());
     if k == 0 {
         if !accumulate {
             dst[..m * n].fill(0.0);
@@ -275,6 +281,8 @@ fn matmul_new(
     b_strides: (isize, isize),
 ) -> Vec<f32> {
     let len = m * n;
+    check_operand("a", (m, k), a_strides, a.len());
+    check_operand("b", (k, n), b_strides, b.len());
     if k == 0 {
         return vec![0.0; len];
     }
@@ -294,6 +302,25 @@ fn matmul_new(
         out.set_len(len);
     }
     out
+}
+
+/// Checks that a `rows × cols` operand read through non-negative `(row, column)` strides
+/// stays inside a buffer of `len` elements, as [`matmul_raw`] requires; panics with the
+/// shapes otherwise.
+fn check_operand(name: &str, (rows, cols): (usize, usize), strides: (isize, isize), len: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        strides.0 >= 0 && strides.1 >= 0,
+        "matmul: operand {name} has negative strides {strides:?}"
+    );
+    let last = (rows - 1) as u128 * strides.0 as u128 + (cols - 1) as u128 * strides.1 as u128;
+    assert!(
+        last < len as u128,
+        "matmul: operand {name} is {rows} × {cols} with strides {strides:?}, which reaches \
+         element {last} of a buffer of {len}"
+    );
 }
 
 /// The body of [`matmul`] on a raw destination.
@@ -486,11 +513,28 @@ fn over_row_blocks<B: Sync, R: Send>(
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
 type HostLayer<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, usize, usize);
 
-fn host_layers(layers: &[crate::nn::Linear<Cpu>]) -> Vec<HostLayer<'_>> {
+/// The layers' weights and biases on the host, after checking the shapes every fused
+/// kernel relies on (the buffers go to gemm and to loops that fill uninitialised memory by
+/// them): the first layer takes `inputs` columns, each bias is `1 × out`, and each
+/// layer's output width is the next one's input width. Panics with the shapes otherwise.
+fn host_layers(layers: &[crate::nn::Linear<Cpu>], inputs: usize) -> Vec<HostLayer<'_>> {
+    let mut width = inputs;
     layers
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let (n_in, n_out) = *l.weight.shape();
+            assert_eq!(
+                n_in, width,
+                "MLP layer {i}: its weight is {n_in} × {n_out}, but its input is {width} wide"
+            );
+            assert_eq!(
+                *l.bias.shape(),
+                (1, n_out),
+                "MLP layer {i}: its bias is {:?}, its weight {n_in} × {n_out} needs 1 × {n_out}",
+                l.bias.shape()
+            );
+            width = n_out;
             (host_data(&l.weight), host_data(&l.bias), n_in, n_out)
         })
         .collect()
@@ -708,7 +752,7 @@ fn mlp_forward_with<T: Tape<f32, Cpu> + Merge<T>>(
     let n_out = mlp.layers.last().map_or(inputs, |l| l.outputs());
     let weights_per_row: usize = mlp.layers.iter().map(|l| l.inputs() * l.outputs()).sum();
     let mut blocks: Vec<ForwardBlock> = {
-        let layers = host_layers(&mlp.layers);
+        let layers = host_layers(&mlp.layers, inputs);
         in_row_blocks(
             &host_data(&x),
             inputs,
@@ -735,7 +779,7 @@ fn mlp_forward_with<T: Tape<f32, Cpu> + Merge<T>>(
     tape.add_backward_op(move |grads| {
         let upstream: Vec<f32> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
         let block_grads: Vec<BlockGradients> = {
-            let layers = host_layers(&linear_layers);
+            let layers = host_layers(&linear_layers, inputs);
             let x_host = host_data(&x);
             over_row_blocks(
                 &blocks,
@@ -764,16 +808,11 @@ fn mlp_forward_with<T: Tape<f32, Cpu> + Merge<T>>(
 pub fn mlp_forward_constant_suffix(mlp: &Mlp<Cpu>, x: &Matrix<Cpu>, suffix: &[f32]) -> Matrix<Cpu> {
     let dev = x.device().clone();
     let (rows, cols) = *x.shape();
-    let mut layers = host_layers(&mlp.layers);
+    let mut layers = host_layers(&mlp.layers, cols + suffix.len());
     let Some(first) = layers.first_mut() else {
         return x.clone();
     };
-    let (weight, bias, n_in, n_out) = first;
-    assert_eq!(
-        cols + suffix.len(),
-        *n_in,
-        "x and suffix make the first layer's input"
-    );
+    let (weight, bias, _, n_out) = first;
     let mut shifted_bias = bias.to_vec();
     for (s, row) in suffix
         .iter()
@@ -855,7 +894,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
     let (x, mut tape) = x.split_tape();
     let weights_per_row: usize = mlp.layers.iter().map(|l| l.inputs() * l.outputs()).sum();
     let mut blocks: Vec<InputGradientBlock> = {
-        let host = host_layers(&mlp.layers);
+        let host = host_layers(&mlp.layers, inputs);
         // Twice the work of a forward per row (the value and the chain).
         in_row_blocks(
             &host_data(&x),
@@ -885,7 +924,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
         let grad_gradient: Vec<f32> = grads.get_or_alloc_mut(&gradient_ghost)?.to_vec();
         let block_grads: Vec<BlockGradients> = {
             let x_host: Cow<[f32]> = host_data(&x);
-            let host = host_layers(&layers);
+            let host = host_layers(&layers, inputs);
             over_row_blocks(
                 &blocks,
                 |block| block.forward.rows,
@@ -1022,6 +1061,16 @@ pub fn adam_step(
     eps_t: f32,
 ) -> bool {
     let (moment1, moment2) = moments;
+    let shapes = [
+        param.shape(),
+        grad.shape(),
+        moment1.shape(),
+        moment2.shape(),
+    ];
+    assert!(
+        shapes.iter().all(|s| *s == shapes[0]),
+        "adam_step: parameter, gradient and moments must have one shape, got {shapes:?}"
+    );
     let Some(g) = host_view(grad) else {
         return false;
     };

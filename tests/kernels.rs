@@ -1,6 +1,7 @@
 //! The fused CPU kernels against the composed dfdx code they replace: the same outputs
 //! and the same gradients (weights, biases and input), for both activations, with and
-//! without a tape; Adam's fused step bit for bit; the vectorised `exp` against `f32::exp`.
+//! without a tape; Adam's fused step bit for bit; the vectorised `exp` against `f32::exp`;
+//! and every public kernel's refusal of shapes it cannot compute with.
 
 use denoise_gym::kernels::{adam_step, host_view, mlp_forward_constant_suffix};
 use denoise_gym::nn::{Activation, Mlp, Parameterized};
@@ -243,6 +244,95 @@ fn frozen_forward_gives_the_input_gradient_and_no_weight_gradients() {
         assert!(
             weight_grads_frozen.iter().all(|&kept| !kept),
             "{activation:?}, {rows} rows: a frozen pass wrote weight gradients"
+        );
+    }
+}
+
+/// The panic message of `f`, which must panic.
+fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+    let payload = std::panic::catch_unwind(f).expect_err("a wrong shape was accepted");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_public_kernel_refuses_wrong_shapes_naming_them() {
+    let dev = Cpu::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mlp = Mlp::new(&dev, 4, 8, 2, 2, Activation::Silu, &mut rng);
+    let relu = Mlp::new(&dev, 4, 8, 2, 1, Activation::Relu, &mut rng);
+    let x_wide = random_matrix(&dev, &mut rng, 5, 5);
+    let x = random_matrix(&dev, &mut rng, 5, 4);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "an input wider than the first layer",
+            panic_message(|| {
+                mlp.forward(x_wide.clone());
+            }),
+        ),
+        ("a bias of the wrong length", {
+            let mut bad = mlp.clone();
+            bad.layers[1].bias = random_matrix(&dev, &mut rng, 1, 9);
+            let x = x.clone();
+            panic_message(move || {
+                bad.forward(x.traced(Gradients::leaky()));
+            })
+        }),
+        ("layers that do not chain", {
+            let mut bad = mlp.clone();
+            bad.layers[1].weight = random_matrix(&dev, &mut rng, 7, 8);
+            let x = x.clone();
+            panic_message(move || {
+                bad.forward(x);
+            })
+        }),
+        (
+            "a suffix that does not complete the input",
+            panic_message(|| {
+                mlp_forward_constant_suffix(&mlp, &x, &[0.5, 0.5]);
+            }),
+        ),
+        (
+            "a ReLU value network on a wider input",
+            panic_message(|| {
+                denoise_gym::kernels::relu_mlp_value_and_input_gradient(
+                    &relu,
+                    x_wide.clone().traced(Gradients::leaky()),
+                    2,
+                );
+            }),
+        ),
+        ("Adam moments of another shape", {
+            let (mut p, g) = (x.clone(), x.clone());
+            let (mut m, mut v) = (x.clone(), random_matrix(&dev, &mut rng, 4, 5));
+            panic_message(move || {
+                adam_step(&mut p, &g, (&mut m, &mut v), [0.9, 0.999], 1e-3, 1e-8);
+            })
+        }),
+        (
+            "a matmul operand shorter than its shape",
+            panic_message(|| {
+                let mut dst = vec![0.0; 4];
+                denoise_gym::kernels::matmul_dense(2, 3, 2, &[0.0; 5], &[0.0; 6], &mut dst);
+            }),
+        ),
+    ];
+    let expected = [
+        "input is 5 wide",
+        "bias is (1, 9)",
+        "layer 1: its weight is 7 × 8, but its input is 8 wide",
+        "input is 6 wide",
+        "input is 5 wide",
+        "adam_step",
+        "operand too small",
+    ];
+    for ((what, message), needle) in cases.iter().zip(expected) {
+        assert!(
+            message.contains(needle),
+            "{what}: {message:?} lacks {needle:?}"
         );
     }
 }
