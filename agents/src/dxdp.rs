@@ -339,9 +339,11 @@ impl<D: Backend> Dxdp<D> {
             tau_velocity,
         } = self.agent.coefficients();
         let mean = self.policy.mean(x_t.clone().traced(Gradients::leaky()), ts);
-        let kl = self.anchor.as_ref().map(|anchor| {
+        // Per row, as the other terms: `kl_reference · Σ_rows KL_t / d` and `Σ_rows KL_t`.
+        let penalty = self.anchor.as_ref().map(|anchor| {
             let mean_ref = anchor.reference_mean(x_t, ts);
-            anchor.kl_rows(&self.policy, mean.with_empty_tape(), mean_ref, ts)
+            let kl = anchor.kl_rows(&self.policy, mean.with_empty_tape(), mean_ref, ts);
+            anchor.penalty(&self.policy, kl, 1.0)
         });
         let log_sigma = self.policy.log_sigma_at::<OwnedTape<f32, D>>(ts);
         let sigma = log_sigma
@@ -362,14 +364,10 @@ impl<D: Backend> Dxdp<D> {
             self.value.cost_to_go(x_next, &previous)
         };
         let future_sum = future.retaped::<NoneTape>().sum().as_vec()[0] as f64;
-        let per_row = future + velocity_cost - log_sigma * tau_entropy as f32;
-        Ok(match (kl, &self.anchor) {
-            (Some(kl), Some(anchor)) => {
-                let kl_sum = kl.retaped::<NoneTape>().sum().as_vec()[0] as f64;
-                let per_row = per_row + kl * (anchor.weight / d as f64) as f32;
-                (per_row.sum(), future_sum, kl_sum)
-            }
-            _ => (per_row.sum(), future_sum, 0.0),
+        let sum = (future + velocity_cost - log_sigma * tau_entropy as f32).sum();
+        Ok(match penalty {
+            Some((term, kl_sum)) => (sum + term, future_sum, kl_sum),
+            None => (sum, future_sum, 0.0),
         })
     }
 

@@ -3,15 +3,20 @@
 //! policy at the reference while the unanchored one moves away, the reference surviving a
 //! checkpoint, and the errors on bad weights.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use denoise_gym::agent::{gaussian_kl_rows, Agent, KlAnchor, VelocityScaleKind};
 use denoise_gym::checkpoint::Checkpoint;
+use denoise_gym::ebm::EnergyModel;
 use denoise_gym::nn::{Activation, Parameterized};
 use denoise_gym::policy::GaussianPolicy;
+use denoise_gym::reward::DifferentiableReward;
 use denoise_gym::rng::{normal_matrix, seeded, ProjectRng};
 use denoise_gym::rollout::Rollout;
 use denoise_gym::tensor::matrix;
 use denoise_gym_agents::baselines::BatchMean;
-use denoise_gym_agents::{Ppo, PpoConfig, Reinforce, ReinforceConfig};
+use denoise_gym_agents::{Dxdp, DxdpConfig, Ppo, PpoConfig, Reinforce, ReinforceConfig};
 use dfdx::prelude::*;
 
 mod common;
@@ -121,6 +126,26 @@ fn the_closed_form_kl_matches_a_monte_carlo_estimate() {
         "{:?}",
         zero.as_vec()
     );
+}
+
+/// A small DxDP agent, anchored with `weight`, against a fixed random energy.
+fn dxdp(start: GaussianPolicy<Cpu>, weight: f64) -> Dxdp<Cpu> {
+    let energy = EnergyModel::new(
+        &Cpu::default(),
+        2,
+        16,
+        2,
+        Activation::Silu,
+        &mut seeded(8, 1),
+    );
+    let reward: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = Rc::new(RefCell::new(energy));
+    let own = DxdpConfig {
+        value_hidden: 16,
+        value_depth: 2,
+        grad_clip: 0.0,
+        ..DxdpConfig::default()
+    };
+    Dxdp::new(start, reward, config(weight), own, &mut seeded(5, 2)).unwrap()
 }
 
 fn parameters(policy: &GaussianPolicy<Cpu>) -> Vec<Vec<f32>> {
@@ -254,38 +279,10 @@ fn a_weight_below_zero_or_not_finite_is_an_error_naming_the_key() {
 
 #[test]
 fn a_large_weight_holds_dxdp_at_the_reference() {
-    use denoise_gym::ebm::EnergyModel;
-    use denoise_gym::reward::DifferentiableReward;
-    use denoise_gym_agents::{Dxdp, DxdpConfig};
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     let start = policy(3, 3);
     let mut kls = Vec::new();
     for weight in [0.0, 50.0] {
-        let energy = EnergyModel::new(
-            &Cpu::default(),
-            2,
-            16,
-            2,
-            Activation::Silu,
-            &mut seeded(8, 1),
-        );
-        let reward: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = Rc::new(RefCell::new(energy));
-        let dxdp = DxdpConfig {
-            value_hidden: 16,
-            value_depth: 2,
-            grad_clip: 0.0,
-            ..DxdpConfig::default()
-        };
-        let mut agent = Dxdp::new(
-            start.clone(),
-            reward,
-            config(weight),
-            dxdp,
-            &mut seeded(5, 2),
-        )
-        .unwrap();
+        let mut agent = dxdp(start.clone(), weight);
         let mut rng = seeded(6, 0);
         let mut last = Vec::new();
         for i in 0..60 {
@@ -315,12 +312,6 @@ fn a_large_weight_holds_dxdp_at_the_reference() {
 
 #[test]
 fn away_from_the_reference_every_agent_logs_the_same_kl_and_ppo_has_reinforce_gradient_over_k() {
-    use denoise_gym::ebm::EnergyModel;
-    use denoise_gym::reward::DifferentiableReward;
-    use denoise_gym_agents::{Dxdp, DxdpConfig};
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     let (start, moved) = (policy(3, 3), policy(3, 7));
     let weight = 2.0;
     let mut reinforce = Reinforce::new(start.clone(), Box::new(BatchMean), config(weight)).unwrap();
@@ -335,27 +326,7 @@ fn away_from_the_reference_every_agent_logs_the_same_kl_and_ppo_has_reinforce_gr
         },
     )
     .unwrap();
-    let energy = EnergyModel::new(
-        &Cpu::default(),
-        2,
-        16,
-        2,
-        Activation::Silu,
-        &mut seeded(8, 1),
-    );
-    let reward: Rc<RefCell<dyn DifferentiableReward<Cpu>>> = Rc::new(RefCell::new(energy));
-    let mut dxdp = Dxdp::new(
-        start,
-        reward,
-        config(weight),
-        DxdpConfig {
-            value_hidden: 16,
-            value_depth: 2,
-            ..DxdpConfig::default()
-        },
-        &mut seeded(5, 2),
-    )
-    .unwrap();
+    let mut dxdp = dxdp(start, weight);
     // Every agent's policy moves away from its reference, the same way.
     reinforce.policy = moved.clone();
     ppo.reinforce.policy = moved.clone();
