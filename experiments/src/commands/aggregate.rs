@@ -319,10 +319,22 @@ pub fn aggregate(dir: &Path, options: &AggregateOptions) -> Result<Aggregated> {
         }
         None => None,
     };
-    markdown.push_str(&write_curves(dir, &plan)?);
+    let curves_csv = match &plan.curves {
+        Some(spec) => {
+            let (section, curves_csv) =
+                curves_section(dir, &plan, &spec.metrics, spec.target.as_deref())?;
+            markdown.push_str(&section);
+            Some(curves_csv)
+        }
+        None => None,
+    };
     let markdown_path = dir.join("aggregate.md");
     let csv_path = dir.join("aggregate.csv");
-    for (path, text) in [(&markdown_path, &markdown), (&csv_path, &csv)] {
+    let curves_path = dir.join("curves.csv");
+    let outputs = [(&markdown_path, &markdown), (&csv_path, &csv)]
+        .into_iter()
+        .chain(curves_csv.as_ref().map(|text| (&curves_path, text)));
+    for (path, text) in outputs {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, text)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
@@ -477,12 +489,13 @@ pub struct Curve {
     pub points: Vec<CurvePoint>,
 }
 
-/// What one finished run contributes to a curve: `(iteration, episodes, value)` rows,
+/// What one finished run contributes to each metric's curve: `(iteration, episodes,
+/// value)` rows per metric, its files read once,
 /// from the start sampler's evaluation (`summary.json`'s `eval_start`, iteration 0), the
 /// evaluations during fine-tuning and the end-of-run evaluation (`metrics.csv`'s `eval`
 /// row, kept where no evaluation during fine-tuning fell on the last iteration). A run
 /// that did not fine-tune contributes nothing.
-fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
+fn run_curves(run_dir: &Path, metrics: &[String]) -> Result<Vec<Vec<(u64, f64, f64)>>> {
     let config_path = run_dir.join("config.toml");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
@@ -504,7 +517,7 @@ fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
     };
     let iterations = int("finetune", "iterations")?;
     if iterations == 0 {
-        return Ok(Vec::new());
+        return Ok(vec![Vec::new(); metrics.len()]);
     }
     let batch_size = int("finetune", "batch_size")?;
     let n_critic = int("finetune", "n_critic")?;
@@ -519,98 +532,118 @@ fn run_curve(run_dir: &Path, metric: &str) -> Result<Vec<(u64, f64, f64)>> {
         int("pretrain", "iterations")?
     };
     let episodes_per_iteration = (batch_size * n_critic) as f64;
-    // `swd` is the `eval/swd` column; a name with a group (`policy/kl_reference`) is the
-    // column itself. `eval_start` holds the evaluation's keys without the group.
-    let column = if metric.contains('/') {
-        metric.to_string()
-    } else {
-        format!("eval/{metric}")
-    };
-    let start_key = column.strip_prefix("eval/").unwrap_or(&column);
     let csv = run_dir.join("metrics.csv");
     let (_, rows) = denoise_gym::log::read_metrics_csv(&csv)
         .with_context(|| format!("reading {}", csv.display()))?;
-    let mut points = Vec::new();
-    if let Some(start) = read_json_object(&run_dir.join("summary.json")).and_then(|s| {
-        s.get("eval_start")
-            .and_then(|e| e.get(start_key))
-            .and_then(serde_json::Value::as_f64)
-    }) {
-        points.push((0, 0.0, start));
-    }
-    for row in rows
-        .iter()
-        .filter(|r| r.phase == "finetune" || r.phase == "eval")
-    {
-        let Some(&value) = row.values.get(&column) else {
-            continue;
+    let summary = read_json_object(&run_dir.join("summary.json"));
+    let mut curves = Vec::with_capacity(metrics.len());
+    for metric in metrics {
+        // `swd` is the `eval/swd` column; a name with a group (`policy/kl_reference`) is
+        // the column itself. `eval_start` holds the evaluation's keys without the group.
+        let column = if metric.contains('/') {
+            metric.to_string()
+        } else {
+            format!("eval/{metric}")
         };
-        let iteration = row.step as i64 - offset;
-        if !(0..=iterations).contains(&iteration) {
-            bail!(
-                "{}: step {} of phase {} is outside fine-tuning (steps {}..={} by {})",
-                csv.display(),
-                row.step,
-                row.phase,
-                offset + 1,
-                offset + iterations,
-                config_path.display()
-            );
+        let start_key = column.strip_prefix("eval/").unwrap_or(&column);
+        let mut points = Vec::new();
+        if let Some(start) = summary.as_ref().and_then(|s| {
+            s.get("eval_start")
+                .and_then(|e| e.get(start_key))
+                .and_then(serde_json::Value::as_f64)
+        }) {
+            points.push((0, 0.0, start));
         }
-        let iteration = iteration as u64;
-        // The end-of-run evaluation repeats the last iteration's step when an evaluation
-        // during fine-tuning fell on it: keep the first.
-        if value.is_finite() && points.last().is_none_or(|p| p.0 != iteration) {
-            points.push((iteration, iteration as f64 * episodes_per_iteration, value));
+        for row in rows
+            .iter()
+            .filter(|r| r.phase == "finetune" || r.phase == "eval")
+        {
+            let Some(&value) = row.values.get(&column) else {
+                continue;
+            };
+            let iteration = row.step as i64 - offset;
+            if !(0..=iterations).contains(&iteration) {
+                bail!(
+                    "{}: step {} of phase {} is outside fine-tuning (steps {}..={} by {})",
+                    csv.display(),
+                    row.step,
+                    row.phase,
+                    offset + 1,
+                    offset + iterations,
+                    config_path.display()
+                );
+            }
+            let iteration = iteration as u64;
+            // The end-of-run evaluation repeats the last iteration's step when an
+            // evaluation during fine-tuning fell on it: keep the first.
+            if value.is_finite() && points.last().is_none_or(|p| p.0 != iteration) {
+                points.push((iteration, iteration as f64 * episodes_per_iteration, value));
+            }
         }
+        curves.push(points);
     }
-    Ok(points)
+    Ok(curves)
 }
 
-/// Per grid point, the learning curve of `metric` over the finished seeds: a point
-/// wherever at least one seed evaluated, with the seeds that did.
-pub fn metric_curves(dir: &Path, plan: &Plan, metric: &str) -> Result<Vec<Curve>> {
-    let mut curves: Vec<Curve> = Vec::new();
-    let mut values: Vec<std::collections::BTreeMap<u64, (f64, Vec<f64>)>> = Vec::new();
+/// Per metric, per grid point, the learning curve over the finished seeds: a point
+/// wherever at least one seed evaluated, with the seeds that did. Each run's files are
+/// read once for all the metrics.
+pub fn metric_curves(dir: &Path, plan: &Plan, metrics: &[String]) -> Result<Vec<Vec<Curve>>> {
+    type ByIteration = std::collections::BTreeMap<u64, (f64, Vec<f64>)>;
+    let mut points: Vec<String> = Vec::new();
+    let mut n_runs: Vec<usize> = Vec::new();
+    // values[metric][point]
+    let mut values: Vec<Vec<ByIteration>> = vec![Vec::new(); metrics.len()];
     for run in &plan.runs {
-        let index = match curves.iter().position(|c| c.point == run.point) {
+        let index = match points.iter().position(|p| *p == run.point) {
             Some(i) => i,
             None => {
-                curves.push(Curve {
-                    point: run.point.clone(),
-                    n_runs: 0,
-                    points: Vec::new(),
-                });
-                values.push(Default::default());
-                curves.len() - 1
+                points.push(run.point.clone());
+                n_runs.push(0);
+                for per_point in &mut values {
+                    per_point.push(ByIteration::new());
+                }
+                points.len() - 1
             }
         };
         let run_dir = dir.join(&run.name);
         if run_state(&run_dir) != RunState::Done {
             continue;
         }
-        curves[index].n_runs += 1;
-        for (iteration, episodes, value) in run_curve(&run_dir, metric)? {
-            values[index]
-                .entry(iteration)
-                .or_insert_with(|| (episodes, Vec::new()))
-                .1
-                .push(value);
+        n_runs[index] += 1;
+        for (per_point, curve) in values.iter_mut().zip(run_curves(&run_dir, metrics)?) {
+            for (iteration, episodes, value) in curve {
+                per_point[index]
+                    .entry(iteration)
+                    .or_insert_with(|| (episodes, Vec::new()))
+                    .1
+                    .push(value);
+            }
         }
     }
-    for (curve, by_iteration) in curves.iter_mut().zip(values) {
-        curve.points = by_iteration
-            .into_iter()
-            .filter_map(|(iteration, (episodes, v))| {
-                seed_stats(&v).map(|stats| CurvePoint {
-                    iteration,
-                    episodes,
-                    stats,
+    Ok(values
+        .into_iter()
+        .map(|per_point| {
+            per_point
+                .into_iter()
+                .zip(points.iter().zip(&n_runs))
+                .map(|(by_iteration, (point, &n_runs))| Curve {
+                    point: point.clone(),
+                    n_runs,
+                    points: by_iteration
+                        .into_iter()
+                        .filter_map(|(iteration, (episodes, v))| {
+                            seed_stats(&v).map(|stats| CurvePoint {
+                                iteration,
+                                episodes,
+                                stats,
+                            })
+                        })
+                        .collect(),
                 })
-            })
-            .collect();
-    }
-    Ok(curves)
+                .collect()
+        })
+        .collect())
 }
 
 /// Evaluations a curve's "final" value and its "reached" test average over: single
@@ -642,17 +675,18 @@ fn first_reaching(curve: &Curve, target: f64) -> Option<&CurvePoint> {
     })
 }
 
-/// Writes `curves.csv`, `curves_<metric>.png` per metric and returns the Markdown section
-/// (final values, and the episodes each point needs to reach the target point's final
-/// mean).
-fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
-    let Some(spec) = &plan.curves else {
-        return Ok(String::new());
-    };
+/// Draws `curves_<metric>.png` per metric and returns the Markdown section (settled
+/// values, and the episodes each point needs to reach the target point's settled value)
+/// and the text of `curves.csv`.
+fn curves_section(
+    dir: &Path,
+    plan: &Plan,
+    metrics: &[String],
+    target: Option<&str>,
+) -> Result<(String, String)> {
     let mut markdown = String::from("## Learning curves\n\n");
     let mut csv = String::from("metric,point,iteration,episodes,n,mean,std\n");
-    for metric in &spec.metrics {
-        let curves = metric_curves(dir, plan, metric)?;
+    for (metric, curves) in metrics.iter().zip(metric_curves(dir, plan, metrics)?) {
         for curve in &curves {
             for p in &curve.points {
                 csv.push_str(&format!(
@@ -673,7 +707,7 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
                  policy/kl_reference?)"
             );
         }
-        let target_point = spec.target.clone().unwrap_or_else(|| {
+        let target_point = target.map(str::to_string).unwrap_or_else(|| {
             curves
                 .iter()
                 .find(|c| !c.points.is_empty())
@@ -757,9 +791,5 @@ fn write_curves(dir: &Path, plan: &Plan) -> Result<String> {
             markdown.push_str(&format!("![{metric}]({file_name})\n\n"));
         }
     }
-    let csv_path = dir.join("curves.csv");
-    let tmp = csv_path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, csv).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &csv_path).with_context(|| format!("writing {}", csv_path.display()))?;
-    Ok(markdown)
+    Ok((markdown, csv))
 }
