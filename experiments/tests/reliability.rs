@@ -23,8 +23,13 @@ fn train_args(out: &Path, sets: &[&str]) -> Vec<String> {
 
 /// A tiny GCD run stopped, as if killed, after `stop_after` steps.
 fn stopped_gcd(cwd: &Path, stop_after: u64) -> PathBuf {
+    stopped_run(cwd, &tiny_gcd(), stop_after)
+}
+
+/// A run of the base config with `sets`, stopped, as if killed, after `stop_after` steps.
+fn stopped_run(cwd: &Path, sets: &[&str], stop_after: u64) -> PathBuf {
     let run = cwd.join("run");
-    let mut args = train_args(&run, &tiny_gcd());
+    let mut args = train_args(&run, sets);
     args.extend(["--stop-after".into(), stop_after.to_string()]);
     let o = dgym(cwd, &args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -147,11 +152,7 @@ fn a_kl_anchored_run_stopped_between_checkpoints_resumes_to_the_straight_numbers
             &agent_set,
         ]);
         let straight = straight_run(tmp.path(), &sets);
-        let run = tmp.path().join("run");
-        let mut args = train_args(&run, &sets);
-        args.extend(["--stop-after".into(), "77".into()]);
-        let o = dgym(tmp.path(), &args);
-        assert!(o.status.success(), "{agent}: {}", stderr(&o));
+        let run = stopped_run(tmp.path(), &sets, 77);
         let o = resume(tmp.path(), &run);
         assert!(o.status.success(), "{agent}: {}", stderr(&o));
         let straight_rows = rows(&straight);
