@@ -14,6 +14,7 @@
 //! widths and input dimensions come from configuration files.
 
 pub mod agent;
+pub mod anomaly;
 pub mod checkpoint;
 pub mod config;
 pub mod dsm;

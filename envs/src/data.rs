@@ -16,7 +16,10 @@
 //! * [`TabularDataset`]: a fixed table of points sampled uniformly with replacement, read
 //!   from a CSV file ([`TabularDataset::from_csv`]), built from memory
 //!   ([`TabularDataset::from_points`]), or the embedded 8×8 handwritten digits
-//!   ([`TabularDataset::digits`]).
+//!   ([`TabularDataset::digits`]); with a label column chosen by name or index
+//!   ([`TabularDataset::from_csv_with_label_column`], [`LabelColumn`]), split into
+//!   train/validation/test tables ([`TabularDataset::split`], [`Splits`]) and standardised
+//!   per column ([`Standardizer`]).
 
 use std::f64::consts::PI;
 use std::io::Read;
@@ -164,6 +167,102 @@ pub enum DataError {
         expected: String,
         /// What was given.
         found: String,
+    },
+    /// A label column was given by name, but the header has no column of that name.
+    #[error(
+        "{} line {line}: expected a label column named {name:?} in the header, found columns: {}",
+        path.display(),
+        columns.join(", ")
+    )]
+    UnknownLabelColumn {
+        /// The file being read.
+        path: PathBuf,
+        /// 1-based line number of the header.
+        line: u64,
+        /// The column name asked for.
+        name: String,
+        /// The header's column names, in file order.
+        columns: Vec<String>,
+    },
+    /// A label column was given by name, but the file's first line is data, not a header.
+    #[error(
+        "{} line {line}: expected a header naming the label column {name:?}, found a row of numbers (the file has no header; give the label column by index instead)",
+        path.display()
+    )]
+    NoHeader {
+        /// The file being read.
+        path: PathBuf,
+        /// 1-based line number of the first non-empty line.
+        line: u64,
+        /// The column name asked for.
+        name: String,
+    },
+    /// A label column index is out of range for the file's column count.
+    #[error(
+        "{} line {line}: label column index {index} is out of range: expected 0..{columns} or -{columns}..-1, the file has {columns} columns",
+        path.display()
+    )]
+    LabelColumnOutOfRange {
+        /// The file being read.
+        path: PathBuf,
+        /// 1-based line number of the first non-empty line, which fixed the column count.
+        line: u64,
+        /// The index asked for (0-based; negative counts from the end).
+        index: i64,
+        /// Number of columns in the file.
+        columns: usize,
+    },
+    /// The file has a single column, the label column, and so no feature to keep.
+    #[error(
+        "{} line {line}: expected at least one feature column besides the label column {column}, found a single column",
+        path.display()
+    )]
+    OnlyLabelColumn {
+        /// The file being read.
+        path: PathBuf,
+        /// 1-based line number of the first non-empty line.
+        line: u64,
+        /// 1-based number of the label column.
+        column: usize,
+    },
+    /// A label cell is empty.
+    #[error(
+        "{} line {line}, column {column}: expected a class label, found an empty cell",
+        path.display()
+    )]
+    EmptyLabel {
+        /// The file being read.
+        path: PathBuf,
+        /// 1-based line number (counting the header).
+        line: u64,
+        /// 1-based column number.
+        column: usize,
+    },
+    /// A train/validation/test split asked for (or the train split) has no row.
+    #[error(
+        "splitting {table:?} ({rows} rows): expected at least one row in the {split} split, got train {train}, validation {validation}, test {test} rows"
+    )]
+    EmptySplit {
+        /// Name of the table being split.
+        table: String,
+        /// The empty split: "train", "validation" or "test".
+        split: &'static str,
+        /// Number of rows of the table.
+        rows: usize,
+        /// Rows that went to the train split.
+        train: usize,
+        /// Rows that went to the validation split.
+        validation: usize,
+        /// Rows that went to the test split.
+        test: usize,
+    },
+    /// A flat row-major buffer whose length is not a multiple of the row width.
+    #[error("expected rows of {dim} values, got a buffer of {len}")]
+    RowWidth {
+        /// Number of values per row.
+        dim: usize,
+        /// Length of the buffer given.
+        len: usize,
     },
 }
 
@@ -857,12 +956,41 @@ pub struct TabularDataset {
     labels: Option<Vec<u32>>,
 }
 
-/// A parsed CSV table: the kept numeric columns, plus the raw last column when dropped.
+/// Which column of a CSV file holds the class labels
+/// ([`TabularDataset::from_csv_with_label_column`]).
+///
+/// Deserialises untagged, so that in TOML `label_column = -1` gives
+/// [`Index(-1)`](LabelColumn::Index) and `label_column = "species"` gives
+/// [`Name("species")`](LabelColumn::Name).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum LabelColumn {
+    /// 0-based column index; a negative index counts from the end (-1 is the last column).
+    Index(i64),
+    /// Column name, looked up in the file's header (the first non-empty line).
+    Name(String),
+}
+
+/// The last column, as `from_csv(path, true)` and `from_csv_labelled` take it.
+const LAST_COLUMN: LabelColumn = LabelColumn::Index(-1);
+
+/// A parsed CSV table: the numeric feature columns, plus the raw label column if any.
 struct ParsedTable {
     dim: usize,
     points: Vec<f32>,
-    /// `(line, column, cell)` of the dropped last column, one per data row.
-    last_column: Vec<(u64, usize, String)>,
+    /// `(line, column, cell)` of the label column, one per data row (empty without one).
+    label_cells: Vec<(u64, usize, String)>,
+}
+
+/// A table split three ways by [`TabularDataset::split`].
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// The rows left to train on, named `"<name>/train"`.
+    pub train: TabularDataset,
+    /// The validation rows (`"<name>/validation"`), `None` when its fraction is 0.
+    pub validation: Option<TabularDataset>,
+    /// The test rows (`"<name>/test"`), `None` when its fraction is 0.
+    pub test: Option<TabularDataset>,
 }
 
 impl TabularDataset {
@@ -945,7 +1073,8 @@ impl TabularDataset {
     /// file and the 1-based line (counting the header).
     pub fn from_csv(path: &Path, drop_last_column: bool) -> Result<Self, DataError> {
         let file = open(path)?;
-        let table = parse_csv(file, path, drop_last_column)?;
+        let label = drop_last_column.then_some(&LAST_COLUMN);
+        let table = parse_csv(file, path, label).map_err(drop_last_error)?;
         Self::from_points(file_stem(path), table.dim, table.points)
     }
 
@@ -958,9 +1087,45 @@ impl TabularDataset {
     /// [`DataError::BadLabel`] if a label cell is not a non-negative integer.
     pub fn from_csv_labelled(path: &Path) -> Result<Self, DataError> {
         let file = open(path)?;
-        let table = parse_csv(file, path, true)?;
-        let labels = parse_labels(&table.last_column, path)?;
+        let table = parse_csv(file, path, Some(&LAST_COLUMN)).map_err(drop_last_error)?;
+        let labels = parse_labels(&table.label_cells, path)?;
         Self::from_points(file_stem(path), table.dim, table.points)?.with_labels(labels)
+    }
+
+    /// Reads a CSV file whose column `label` holds class labels, and returns the table (named
+    /// after the file stem) with its labels, and the class names.
+    ///
+    /// The label column is removed from the features; every other column must be numeric
+    /// (cells trimmed, as in [`from_csv`](Self::from_csv)). By
+    /// [`Index`](LabelColumn::Index), the header is optional and detected as in `from_csv`
+    /// (from the feature cells of the first non-empty line); by [`Name`](LabelColumn::Name),
+    /// the first non-empty line must be a header holding that name (the first such column
+    /// is taken).
+    ///
+    /// Labels: if every label cell is a non-negative integer that fits a `u32` (`"3"` or
+    /// `"3.0"`), the labels are those integers and the class names their decimal strings, in
+    /// ascending order of the distinct labels. Otherwise the distinct cells are sorted (as
+    /// strings) and numbered `0..k` in that order, and the class names are the sorted
+    /// strings, so that `class_names[label]` names each row's class.
+    ///
+    /// # Errors
+    /// Those of [`from_csv`](Self::from_csv), and:
+    /// [`DataError::UnknownLabelColumn`] (listing the header's columns) if the name is not
+    /// in the header; [`DataError::NoHeader`] if a name is given but the first line is all
+    /// numbers; [`DataError::LabelColumnOutOfRange`] (saying how many columns there are)
+    /// for an index outside `-n..n`; [`DataError::OnlyLabelColumn`] if the file has no
+    /// column besides the label; [`DataError::EmptyLabel`] (naming line and column) for an
+    /// empty label cell.
+    pub fn from_csv_with_label_column(
+        path: &Path,
+        label: &LabelColumn,
+    ) -> Result<(Self, Vec<String>), DataError> {
+        let file = open(path)?;
+        let table = parse_csv(file, path, Some(label))?;
+        let (labels, class_names) = class_labels(&table.label_cells, path)?;
+        let table =
+            Self::from_points(file_stem(path), table.dim, table.points)?.with_labels(labels)?;
+        Ok((table, class_names))
     }
 
     /// The UCI "Optical Recognition of Handwritten Digits" test set (as shipped with
@@ -980,7 +1145,7 @@ impl TabularDataset {
                 path: path.to_path_buf(),
                 cause,
             })?;
-        let table = parse_csv(text.as_slice(), path, true)?;
+        let table = parse_csv(text.as_slice(), path, Some(&LAST_COLUMN))?;
         if table.dim != DIGITS_DIM || table.points.len() != DIGITS_ROWS * DIGITS_DIM {
             return Err(DataError::invalid(
                 "digits",
@@ -988,7 +1153,7 @@ impl TabularDataset {
                 format!("{} values of dimension {}", table.points.len(), table.dim),
             ));
         }
-        let labels = parse_labels(&table.last_column, path)?;
+        let labels = parse_labels(&table.label_cells, path)?;
         let points = table.points.iter().map(|x| x / 8.0 - 1.0).collect();
         Self::from_points("digits", DIGITS_DIM, points)?.with_labels(labels)
     }
@@ -1035,6 +1200,148 @@ impl TabularDataset {
             points,
             labels: Some(kept),
         })
+    }
+
+    /// A new table holding only the rows whose label is in `keep`; the same as
+    /// [`filter_labels`](Self::filter_labels).
+    ///
+    /// # Errors
+    /// As [`filter_labels`](Self::filter_labels).
+    pub fn select_labels(&self, keep: &[u32]) -> Result<Self, DataError> {
+        self.filter_labels(keep)
+    }
+
+    /// A transformed copy: `f` is called on every row (`dim()` values) of a copy of the
+    /// points, in order; the name and labels are kept.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidParameter`] if `f` leaves a NaN or infinite value.
+    pub fn map_points(&self, mut f: impl FnMut(&mut [f32])) -> Result<Self, DataError> {
+        let mut points = self.points.clone();
+        for row in points.chunks_exact_mut(self.dim) {
+            f(row);
+        }
+        let table = Self::from_points(self.name.clone(), self.dim, points)?;
+        Ok(Self {
+            labels: self.labels.clone(),
+            ..table
+        })
+    }
+
+    /// Splits the rows into train, validation and test tables, named `"<name>/train"`,
+    /// `"<name>/validation"` and `"<name>/test"`.
+    ///
+    /// With labels the split is stratified: for each class, in ascending label order, that
+    /// class's row indices are shuffled (Fisher–Yates, one `ChaCha8Rng` seeded with `seed`
+    /// for the whole split); the first `round(n_c · test_fraction)` go to test, the next
+    /// `round(n_c · validation_fraction)` to validation, the rest to train. Without labels
+    /// the same is done once over all rows. Each split keeps its rows in their original
+    /// order, so the result depends only on the table, the fractions and `seed`. A fraction
+    /// of 0 gives `None`.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidParameter`] naming `data.validation_fraction` or
+    /// `data.test_fraction` if a fraction is not finite or negative, or if they sum to 1 or
+    /// more; [`DataError::EmptySplit`] (with the sizes) if a split asked for (fraction > 0)
+    /// gets no row, or the train split gets none.
+    pub fn split(
+        &self,
+        validation_fraction: f64,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<Splits, DataError> {
+        for (name, fraction) in [
+            ("data.validation_fraction", validation_fraction),
+            ("data.test_fraction", test_fraction),
+        ] {
+            if !(fraction.is_finite() && fraction >= 0.0) {
+                return Err(DataError::invalid(
+                    name,
+                    "a finite fraction in [0, 1)",
+                    fraction,
+                ));
+            }
+        }
+        let sum = validation_fraction + test_fraction;
+        if sum >= 1.0 {
+            return Err(DataError::invalid(
+                "data.validation_fraction + data.test_fraction",
+                "a sum below 1, to leave rows to train on",
+                format!("{validation_fraction} + {test_fraction} = {sum}"),
+            ));
+        }
+        let groups: Vec<Vec<usize>> = match &self.labels {
+            Some(labels) => {
+                let mut classes: std::collections::BTreeMap<u32, Vec<usize>> =
+                    std::collections::BTreeMap::new();
+                for (i, &label) in labels.iter().enumerate() {
+                    classes.entry(label).or_default().push(i);
+                }
+                classes.into_values().collect()
+            }
+            None => vec![(0..self.len()).collect()],
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (mut train, mut validation, mut test) = (Vec::new(), Vec::new(), Vec::new());
+        for mut rows in groups {
+            // Fisher–Yates.
+            for i in (1..rows.len()).rev() {
+                let j = rng.gen_range(0..=i);
+                rows.swap(i, j);
+            }
+            let n = rows.len();
+            let count = |fraction: f64| (n as f64 * fraction).round() as usize;
+            let n_test = count(test_fraction).min(n);
+            let n_validation = count(validation_fraction).min(n - n_test);
+            test.extend_from_slice(&rows[..n_test]);
+            validation.extend_from_slice(&rows[n_test..n_test + n_validation]);
+            train.extend_from_slice(&rows[n_test + n_validation..]);
+        }
+        for rows in [&mut train, &mut validation, &mut test] {
+            rows.sort_unstable();
+        }
+        let empty = |split| DataError::EmptySplit {
+            table: self.name.clone(),
+            split,
+            rows: self.len(),
+            train: train.len(),
+            validation: validation.len(),
+            test: test.len(),
+        };
+        if validation_fraction > 0.0 && validation.is_empty() {
+            return Err(empty("validation"));
+        }
+        if test_fraction > 0.0 && test.is_empty() {
+            return Err(empty("test"));
+        }
+        if train.is_empty() {
+            return Err(empty("train"));
+        }
+        let part = |rows: &[usize], split: &str| {
+            (!rows.is_empty()).then(|| self.subset(rows, format!("{}/{split}", self.name)))
+        };
+        Ok(Splits {
+            train: self.subset(&train, format!("{}/train", self.name)),
+            validation: part(&validation, "validation"),
+            test: part(&test, "test"),
+        })
+    }
+
+    /// The rows `rows` (valid, non-empty) of this table, in that order, labels included.
+    fn subset(&self, rows: &[usize], name: String) -> Self {
+        let mut points = Vec::with_capacity(rows.len() * self.dim);
+        for &i in rows {
+            points.extend_from_slice(&self.points[i * self.dim..(i + 1) * self.dim]);
+        }
+        Self {
+            name,
+            dim: self.dim,
+            points,
+            labels: self
+                .labels
+                .as_ref()
+                .map(|labels| rows.iter().map(|&i| labels[i]).collect()),
+        }
     }
 
     /// All points, row-major `len() × dim()`.
@@ -1087,6 +1394,179 @@ impl Dataset for TabularDataset {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Standardisation
+// ---------------------------------------------------------------------------------------
+
+/// Per-column standardisation `x ↦ (x − mean) / scale`, fitted on a table (usually the
+/// train split) and applied to any other.
+///
+/// A column is constant on the fitted table when its standard deviation is at most
+/// `1e-12 · max(1, |mean|)`: its scale is 1, so it is only centred (exactly 0 on the fitted
+/// table; any other value keeps its offset from the mean), and its index is listed in
+/// [`constant_columns`](Self::constant_columns). Every other column has scale
+/// `max(std, min_std)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Standardizer {
+    /// Per-column mean of the fitted table.
+    pub mean: Vec<f64>,
+    /// Per-column divisor: `max(std, min_std)`, or 1 for a constant column.
+    pub scale: Vec<f64>,
+    /// 0-based indices of the constant columns, ascending.
+    pub constant_columns: Vec<usize>,
+    /// The floor on the scale of a non-constant column.
+    pub min_std: f64,
+}
+
+impl Standardizer {
+    /// Fits the per-column mean and population standard deviation of `table` (accumulated
+    /// in f64).
+    ///
+    /// # Errors
+    /// [`DataError::InvalidParameter`] naming `data.min_std` if `min_std` is negative or not
+    /// finite.
+    pub fn fit(table: &TabularDataset, min_std: f64) -> Result<Self, DataError> {
+        if !(min_std.is_finite() && min_std >= 0.0) {
+            return Err(DataError::invalid(
+                "data.min_std",
+                "a finite number ≥ 0",
+                min_std,
+            ));
+        }
+        let dim = table.dim;
+        let n = table.len() as f64;
+        let mut mean = vec![0.0f64; dim];
+        for row in table.points.chunks_exact(dim) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += f64::from(x);
+            }
+        }
+        for m in &mut mean {
+            *m /= n;
+        }
+        let mut var = vec![0.0f64; dim];
+        for row in table.points.chunks_exact(dim) {
+            for ((v, &x), m) in var.iter_mut().zip(row).zip(&mean) {
+                *v += (f64::from(x) - m).powi(2);
+            }
+        }
+        let mut scale = Vec::with_capacity(dim);
+        let mut constant_columns = Vec::new();
+        for (j, (v, m)) in var.iter().zip(&mean).enumerate() {
+            let std = (v / n).sqrt();
+            if std <= 1e-12 * m.abs().max(1.0) {
+                constant_columns.push(j);
+                scale.push(1.0);
+            } else {
+                scale.push(std.max(min_std));
+            }
+        }
+        Ok(Self {
+            mean,
+            scale,
+            constant_columns,
+            min_std,
+        })
+    }
+
+    /// Number of columns.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Checks that the fitted parameters are usable (they may come from a file) and that
+    /// `len` values are whole rows.
+    fn check(&self, len: usize) -> Result<(), DataError> {
+        if self.scale.len() != self.mean.len() {
+            return Err(DataError::invalid(
+                "standardizer.scale",
+                format!("one scale per column ({})", self.mean.len()),
+                format!("{} scales", self.scale.len()),
+            ));
+        }
+        if let Some((j, s)) = self
+            .scale
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(DataError::invalid(
+                "standardizer.scale",
+                "finite positive scales",
+                format!("{s} for column {j}"),
+            ));
+        }
+        if let Some((j, m)) = self.mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+            return Err(DataError::invalid(
+                "standardizer.mean",
+                "finite means",
+                format!("{m} for column {j}"),
+            ));
+        }
+        let dim = self.dim();
+        if dim == 0 || !len.is_multiple_of(dim) {
+            return Err(DataError::RowWidth { dim, len });
+        }
+        Ok(())
+    }
+
+    /// Standardises row-major `points` in place: `x ↦ (x − mean) / scale` per column.
+    ///
+    /// # Errors
+    /// [`DataError::RowWidth`] if `points.len()` is not a multiple of [`dim`](Self::dim);
+    /// [`DataError::InvalidParameter`] if the parameters are unusable (mismatched lengths,
+    /// a non-positive or non-finite scale, a non-finite mean).
+    pub fn apply(&self, points: &mut [f32]) -> Result<(), DataError> {
+        self.check(points.len())?;
+        for row in points.chunks_exact_mut(self.dim()) {
+            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *x = ((f64::from(*x) - m) / s) as f32;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`apply`](Self::apply) in place: `x ↦ x · scale + mean` per column.
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply).
+    pub fn invert(&self, points: &mut [f32]) -> Result<(), DataError> {
+        self.check(points.len())?;
+        for row in points.chunks_exact_mut(self.dim()) {
+            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *x = (f64::from(*x) * s + m) as f32;
+            }
+        }
+        Ok(())
+    }
+
+    /// A standardised copy of `table` (same name, labels kept).
+    ///
+    /// # Errors
+    /// [`DataError::InvalidParameter`] if the table's dimension differs from
+    /// [`dim`](Self::dim) or a standardised value overflows `f32`; otherwise as
+    /// [`apply`](Self::apply).
+    pub fn apply_table(&self, table: &TabularDataset) -> Result<TabularDataset, DataError> {
+        if table.dim != self.dim() {
+            return Err(DataError::invalid(
+                "table",
+                format!(
+                    "rows of {} values (the standardiser's dimension)",
+                    self.dim()
+                ),
+                format!("{:?} with rows of {}", table.name, table.dim),
+            ));
+        }
+        let mut points = table.points.clone();
+        self.apply(&mut points)?;
+        let out = TabularDataset::from_points(table.name.clone(), table.dim, points)?;
+        Ok(TabularDataset {
+            labels: table.labels.clone(),
+            ..out
+        })
+    }
+}
+
 fn open(path: &Path) -> Result<std::fs::File, DataError> {
     std::fs::File::open(path).map_err(|cause| DataError::Io {
         path: path.to_path_buf(),
@@ -1132,10 +1612,44 @@ fn csv_error(err: csv::Error, path: &Path, line: u64) -> DataError {
     }
 }
 
+/// Turns the "only the label column" error of the general reader back into the
+/// [`DataError::InvalidParameter`] that `from_csv(path, true)` has always reported.
+fn drop_last_error(err: DataError) -> DataError {
+    match err {
+        DataError::OnlyLabelColumn { path, line, .. } => DataError::invalid(
+            "drop_last_column",
+            format!(
+                "at least 2 columns in {} to drop the last one",
+                path.display()
+            ),
+            format!("1 column on line {line}"),
+        ),
+        other => other,
+    }
+}
+
+/// The 0-based column that `index` names in a row of `columns` cells (negative counts from
+/// the end), or `None` if out of range.
+fn resolve_index(index: i64, columns: usize) -> Option<usize> {
+    let n = i64::try_from(columns).ok()?;
+    let k = if index < 0 {
+        n.checked_add(index)?
+    } else {
+        index
+    };
+    if (0..n).contains(&k) {
+        usize::try_from(k).ok()
+    } else {
+        None
+    }
+}
+
+/// Reads a CSV table of numbers. With `label`, that column is set aside (raw, in
+/// `label_cells`) and need not be numeric; every other cell must be a finite `f32`.
 fn parse_csv<R: Read>(
     reader: R,
     path: &Path,
-    drop_last_column: bool,
+    label: Option<&LabelColumn>,
 ) -> Result<ParsedTable, DataError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -1143,10 +1657,10 @@ fn parse_csv<R: Read>(
         .trim(csv::Trim::All)
         .from_reader(reader);
     let mut record = csv::StringRecord::new();
-    // (number of columns, line) of the first non-empty line.
-    let mut first: Option<(usize, u64)> = None;
+    // (number of columns, line, label column) of the first non-empty line.
+    let mut first: Option<(usize, u64, Option<usize>)> = None;
     let mut points = Vec::new();
-    let mut last_column = Vec::new();
+    let mut label_cells = Vec::new();
     let mut last_line = 1;
     loop {
         match rdr.read_record(&mut record) {
@@ -1160,33 +1674,64 @@ fn parse_csv<R: Read>(
         if record.is_empty() || (record.len() == 1 && record[0].is_empty()) {
             continue;
         }
-        let kept = if drop_last_column {
-            record.len().saturating_sub(1)
-        } else {
-            record.len()
-        };
-        match first {
+        let label_column = match first {
             None => {
-                if drop_last_column && record.len() < 2 {
-                    return Err(DataError::invalid(
-                        "drop_last_column",
-                        format!(
-                            "at least 2 columns in {} to drop the last one",
-                            path.display()
-                        ),
-                        format!("{} column on line {line}", record.len()),
-                    ));
+                let columns = record.len();
+                let (label_column, is_header) = match label {
+                    None => (None, record.iter().any(|cell| cell.parse::<f32>().is_err())),
+                    Some(LabelColumn::Index(index)) => {
+                        let k = resolve_index(*index, columns).ok_or_else(|| {
+                            DataError::LabelColumnOutOfRange {
+                                path: path.to_path_buf(),
+                                line,
+                                index: *index,
+                                columns,
+                            }
+                        })?;
+                        let is_header = record
+                            .iter()
+                            .enumerate()
+                            .any(|(j, cell)| j != k && cell.parse::<f32>().is_err());
+                        (Some(k), is_header)
+                    }
+                    Some(LabelColumn::Name(name)) => {
+                        let name = name.trim();
+                        match record.iter().position(|cell| cell == name) {
+                            Some(k) => (Some(k), true),
+                            None if record.iter().any(|cell| cell.parse::<f32>().is_err()) => {
+                                return Err(DataError::UnknownLabelColumn {
+                                    path: path.to_path_buf(),
+                                    line,
+                                    name: name.to_string(),
+                                    columns: record.iter().map(str::to_string).collect(),
+                                })
+                            }
+                            None => {
+                                return Err(DataError::NoHeader {
+                                    path: path.to_path_buf(),
+                                    line,
+                                    name: name.to_string(),
+                                })
+                            }
+                        }
+                    }
+                };
+                if let Some(k) = label_column {
+                    if columns < 2 {
+                        return Err(DataError::OnlyLabelColumn {
+                            path: path.to_path_buf(),
+                            line,
+                            column: k + 1,
+                        });
+                    }
                 }
-                first = Some((record.len(), line));
-                let is_header = record
-                    .iter()
-                    .take(kept)
-                    .any(|cell| cell.parse::<f32>().is_err());
+                first = Some((columns, line, label_column));
                 if is_header {
                     continue;
                 }
+                label_column
             }
-            Some((expected, first_line)) => {
+            Some((expected, first_line, label_column)) => {
                 if record.len() != expected {
                     return Err(DataError::RaggedRow {
                         path: path.to_path_buf(),
@@ -1196,10 +1741,15 @@ fn parse_csv<R: Read>(
                         first_line,
                     });
                 }
+                label_column
             }
-        }
-        for (i, cell) in record.iter().enumerate().take(kept) {
+        };
+        for (i, cell) in record.iter().enumerate() {
             let column = i + 1;
+            if Some(i) == label_column {
+                label_cells.push((line, column, cell.to_string()));
+                continue;
+            }
             match cell.parse::<f32>() {
                 Ok(v) if v.is_finite() => points.push(v),
                 Ok(_) => {
@@ -1220,17 +1770,10 @@ fn parse_csv<R: Read>(
                 }
             }
         }
-        if drop_last_column {
-            last_column.push((line, record.len(), record[kept].to_string()));
-        }
     }
     let dim = match first {
-        Some((cols, _)) if !points.is_empty() => {
-            if drop_last_column {
-                cols - 1
-            } else {
-                cols
-            }
+        Some((columns, _, label_column)) if !points.is_empty() => {
+            columns - usize::from(label_column.is_some())
         }
         _ => {
             return Err(DataError::NoRows {
@@ -1241,35 +1784,76 @@ fn parse_csv<R: Read>(
     Ok(ParsedTable {
         dim,
         points,
-        last_column,
+        label_cells,
     })
 }
 
+/// A label cell as a non-negative integer that fits a `u32` (`"3"`, or an integral float
+/// such as `"3.0"`), or `None`.
+fn integer_label(cell: &str) -> Option<u32> {
+    if let Ok(v) = cell.parse::<u32>() {
+        return Some(v);
+    }
+    match cell.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) => {
+            Some(v as u32)
+        }
+        _ => None,
+    }
+}
+
+/// Integer class labels, as [`TabularDataset::from_csv_labelled`] reads them.
 fn parse_labels(cells: &[(u64, usize, String)], path: &Path) -> Result<Vec<u32>, DataError> {
     cells
         .iter()
         .map(|(line, column, cell)| {
-            let bad = || DataError::BadLabel {
+            integer_label(cell).ok_or_else(|| DataError::BadLabel {
                 path: path.to_path_buf(),
                 line: *line,
                 column: *column,
                 found: cell.clone(),
-            };
-            if let Ok(v) = cell.parse::<u32>() {
-                return Ok(v);
-            }
-            // Accept integral floats such as "3.0".
-            match cell.parse::<f64>() {
-                Ok(v)
-                    if v.is_finite()
-                        && v >= 0.0
-                        && v.fract() == 0.0
-                        && v <= f64::from(u32::MAX) =>
-                {
-                    Ok(v as u32)
-                }
-                _ => Err(bad()),
-            }
+            })
         })
         .collect()
+}
+
+/// Class labels and class names, as [`TabularDataset::from_csv_with_label_column`] reads
+/// them: integers kept as they are, or else strings numbered in sorted order.
+fn class_labels(
+    cells: &[(u64, usize, String)],
+    path: &Path,
+) -> Result<(Vec<u32>, Vec<String>), DataError> {
+    if let Some((line, column, _)) = cells.iter().find(|(_, _, cell)| cell.is_empty()) {
+        return Err(DataError::EmptyLabel {
+            path: path.to_path_buf(),
+            line: *line,
+            column: *column,
+        });
+    }
+    let integers: Option<Vec<u32>> = cells.iter().map(|(_, _, c)| integer_label(c)).collect();
+    if let Some(labels) = integers {
+        let mut distinct = labels.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        return Ok((labels, distinct.iter().map(u32::to_string).collect()));
+    }
+    let mut names: Vec<String> = cells.iter().map(|(_, _, c)| c.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let labels = cells
+        .iter()
+        .map(|(line, column, cell)| {
+            names
+                .binary_search(cell)
+                .ok()
+                .and_then(|k| u32::try_from(k).ok())
+                .ok_or_else(|| DataError::BadLabel {
+                    path: path.to_path_buf(),
+                    line: *line,
+                    column: *column,
+                    found: cell.clone(),
+                })
+        })
+        .collect::<Result<Vec<u32>, DataError>>()?;
+    Ok((labels, names))
 }

@@ -7,5 +7,8 @@
 pub mod data;
 pub mod denoising;
 
-pub use data::{toy_dataset, DataError, Dataset, GaussianMixture, TabularDataset, TOY_DATASETS};
+pub use data::{
+    toy_dataset, DataError, Dataset, GaussianMixture, LabelColumn, Splits, Standardizer,
+    TabularDataset, TOY_DATASETS,
+};
 pub use denoising::{DenoisingEnv, DenoisingState, OracleReward};

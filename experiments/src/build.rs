@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::catalog::Catalog;
 use crate::config::{RewardConfig, TrainConfig};
+use crate::data::PreparedData;
 use crate::registry::{Registry, RewardChoice};
 
 /// Reads the resolved config of an existing run, checked against `catalog`'s components.
@@ -40,6 +41,32 @@ pub fn load_run_config(run: &RunDir, catalog: &Catalog) -> Result<TrainConfig> {
 /// Builds the data set `data.dataset` names, reshaped by `data.mixture_weights` /
 /// `data.mixture_std` where set.
 pub fn build_dataset<D: Backend>(
+    registry: &Registry<D>,
+    config: &TrainConfig,
+) -> Result<Arc<dyn Dataset>> {
+    Ok(build_data(registry, config)?.train)
+}
+
+/// The data of a run as the config asks: the registry's data set (mixture weights
+/// applied), or the train/validation/test splits of its table (see [`crate::data`]).
+pub fn build_data<D: Backend>(
+    registry: &Registry<D>,
+    config: &TrainConfig,
+) -> Result<PreparedData> {
+    if crate::data::needs_table(config) {
+        let splits = crate::data::split_table(config)?;
+        return Ok(PreparedData {
+            train: Arc::new(splits.train.clone()),
+            splits: Some(splits),
+        });
+    }
+    Ok(PreparedData {
+        train: build_unsplit_dataset(registry, config)?,
+        splits: None,
+    })
+}
+
+fn build_unsplit_dataset<D: Backend>(
     registry: &Registry<D>,
     config: &TrainConfig,
 ) -> Result<Arc<dyn Dataset>> {
@@ -348,27 +375,83 @@ fn open_run(
 }
 
 /// Loads the sampler of a diffusion run (EMA weights when the run kept them).
+/// With `eval.select = "best"` that is the selected checkpoint (`selected.json`), else the
+/// newest.
 pub fn load_sampler<D: Backend>(
     dev: &D,
     catalog: &Catalog,
     run_dir: &Path,
 ) -> Result<GaussianPolicy<D>> {
-    let (config, checkpoint, path, dim) = open_run(catalog, run_dir)?;
-    let mut policy = build_policy(dev, &config, dim)?;
+    let run = RunDir::new(run_dir);
+    if let Some(selected) = read_selection(&run)? {
+        let config = load_run_config(&run, catalog)?;
+        let path = run.checkpoints().join(&selected.checkpoint);
+        let checkpoint = Checkpoint::load(&path)?;
+        return load_sampler_at(dev, &config, &checkpoint, &path);
+    }
+    let (config, checkpoint, path, _) = open_run(catalog, run_dir)?;
+    load_sampler_at(dev, &config, &checkpoint, &path)
+}
+
+/// The file of a run's sampler selection (`eval.select = "best"`).
+pub const SELECTION_FILE: &str = "selected.json";
+
+/// Which checkpoint a run with `eval.select = "best"` hands back, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    /// The checkpoint's file name in `checkpoints/`.
+    pub checkpoint: String,
+    /// Its global step.
+    pub step: u64,
+    /// Iterations of fine-tuning behind it (0: the sampler fine-tuning started from).
+    pub finetune_iteration: u64,
+    /// The criterion, in words.
+    pub criterion: String,
+    /// Its value at the selected checkpoint.
+    pub value: f64,
+    /// `(step, value)` of every candidate.
+    pub candidates: Vec<(u64, f64)>,
+}
+
+/// The run's selection, when it made one.
+pub fn read_selection(run: &RunDir) -> Result<Option<Selection>> {
+    let path = run.root.join(SELECTION_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected the selection a run with eval.select = \"best\" writes",
+            path.display()
+        )
+    })?))
+}
+
+/// The Gaussian sampler of one diffusion checkpoint (EMA weights when it kept them).
+pub fn load_sampler_at<D: Backend>(
+    dev: &D,
+    config: &TrainConfig,
+    checkpoint: &Checkpoint,
+    path: &Path,
+) -> Result<GaussianPolicy<D>> {
+    let dim: usize = checkpoint.meta_parse(path, "dim")?;
+    let mut policy = build_policy(dev, config, dim)?;
     let prefix = checkpoint
         .metadata
         .get("sampler_prefix")
         .map_or("policy", String::as_str);
-    checkpoint.load_model(&path, prefix, &mut policy)?;
+    checkpoint.load_model(path, prefix, &mut policy)?;
     // Frozen early steps (ft_steps) and σ floors of a fine-tuned sampler, when it has them.
-    policy.load_step_options(&checkpoint, &path, prefix)?;
-    if checkpoint.meta(&path, "sampler_weights")? == "ema" {
+    policy.load_step_options(checkpoint, path, prefix)?;
+    if checkpoint.meta(path, "sampler_weights")? == "ema" {
         let ema_prefix = checkpoint
             .metadata
             .get("sampler_ema_prefix")
             .map_or("ema", String::as_str);
         let names = policy.eps_net.parameter_names();
-        checkpoint.load_matrices(&path, ema_prefix, &names, policy.eps_net.parameters_mut())?;
+        checkpoint.load_matrices(path, ema_prefix, &names, policy.eps_net.parameters_mut())?;
     }
     Ok(policy)
 }

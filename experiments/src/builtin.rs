@@ -49,13 +49,17 @@ pub fn registry<D: Backend>() -> Result<Registry<D>> {
     )?;
     r.dataset(
         "csv",
-        "points of a CSV file (data.path, data.drop_last_column)",
+        "points of a CSV file (data.path; data.label_column or data.drop_last_column)",
         |config| {
             let c = &config.data;
             if c.path.is_empty() {
                 bail!("key data.path: the csv data set needs a file path");
             }
-            let data = TabularDataset::from_csv(Path::new(&c.path), c.drop_last_column)?;
+            let path = Path::new(&c.path);
+            let data = match &c.label_column {
+                Some(column) => TabularDataset::from_csv_with_label_column(path, column)?.0,
+                None => TabularDataset::from_csv(path, c.drop_last_column)?,
+            };
             Ok(Arc::new(data) as Arc<dyn Dataset>)
         },
     )?;

@@ -92,6 +92,20 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Anomaly detection with a run trained on some classes (data.inlier_classes): scores
+    /// its test split (or --data) with the run's energy and four baselines, writes
+    /// anomaly.json (AUROC, AUPR, FPR at 95% TPR, per outlier class) and roc.png.
+    Anomaly {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Score this labelled CSV file instead of the run's test split (the run's width).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// With --data: its label column, by name or 0-based index (default: the run's
+        /// data.label_column, else the last column).
+        #[arg(long, value_name = "NAME|INDEX", allow_hyphen_values = true)]
+        label_column: Option<String>,
+    },
     /// Put runs' eval.json side by side: prints a Markdown table, writes compare.md and compare.csv.
     Compare {
         /// Run directories (each with an eval.json).
@@ -281,6 +295,37 @@ fn run(cli: Cli, registry: &Registry<Device>) -> Result<ExitCode> {
         Command::Eval { run_dir, n, seed } => {
             let path = crate::commands::eval::evaluate_run(&device, registry, &run_dir, n, seed)?;
             println!("wrote {}", path.display());
+        }
+        Command::Anomaly {
+            run_dir,
+            data,
+            label_column,
+        } => {
+            let label_column = label_column.map(|c| match c.parse::<i64>() {
+                Ok(i) => denoise_gym_envs::LabelColumn::Index(i),
+                Err(_) => denoise_gym_envs::LabelColumn::Name(c),
+            });
+            let flat = crate::anomaly::anomaly_command(
+                &device,
+                catalog,
+                &run_dir,
+                data.as_deref(),
+                label_column,
+            )?;
+            println!("| method | AUROC | AUPR | FPR@95%TPR |\n|---|---:|---:|---:|");
+            for method in crate::anomaly::METHODS {
+                if let Some(auroc) = flat.get(&format!("{method}_auroc")) {
+                    println!(
+                        "| {method} | {auroc:.4} | {:.4} | {:.4} |",
+                        flat[&format!("{method}_aupr")],
+                        flat[&format!("{method}_fpr95")]
+                    );
+                }
+            }
+            println!(
+                "wrote {}",
+                run_dir.join(crate::anomaly::ANOMALY_FILE).display()
+            );
         }
         Command::Compare { runs, out } => {
             let (markdown, csv) = crate::commands::compare::compare_runs(&runs)?;

@@ -13,6 +13,7 @@ use denoise_gym::schedule::{Schedule, ScheduleKind};
 use denoise_gym::Error;
 use denoise_gym_agents::ddaebm::{DdaebmConfig, DdaebmSpec};
 use denoise_gym_agents::{DxdpConfig, PpoConfig, ReinforceConfig, ValueBaselineConfig};
+use denoise_gym_envs::LabelColumn;
 use serde::{Deserialize, Serialize};
 
 config_section! {
@@ -51,6 +52,20 @@ config_section! {
         pub mixture_weights: Vec<f64> = Vec::new(),
         /// For a mixture: the standard deviation of every component (0 = the set's own), for thin modes.
         pub mixture_std: f64 = 0.0,
+        /// For `csv`: the column of class labels, by header name or 0-based index (negative counts from the end, -1 = last); it is left out of the points. Integer labels are kept, other strings are numbered in sorted order. Replaces drop_last_column (set one of the two).
+        pub label_column: Option<LabelColumn> = None,
+        /// For a table (csv, digits): the share of rows held out as the validation split (eval.select = "best", held-out curves); 0 = none.
+        pub validation_fraction: f64 = 0.0,
+        /// For a table (csv, digits): the share of rows held out as the test split (final metrics, anomaly scores); 0 = none. Stratified by label when there are labels.
+        pub test_fraction: f64 = 0.0,
+        /// Seed of the train/validation/test split (fixed, independent of run.seed, so that every method and seed sees the same split).
+        pub split_seed: u64 = 0,
+        /// For a table: standardise every column with the train split's mean and std; the statistics are stored in the run (data_stats.json) and `dgym sample`/`energy` work in the data's own units.
+        pub standardize: bool = false,
+        /// With standardize: the smallest std a column is divided by (a column constant on the train split is only centred).
+        pub min_std: f64 = 0.0,
+        /// For a labelled table: train on these classes only (anomaly detection: every other class of the test split is an anomaly); [] = all.
+        pub inlier_classes: Vec<u32> = Vec::new(),
     }
 }
 
@@ -172,6 +187,12 @@ config_section! {
         pub eval_every: u64 = 1000,
         /// Samples (and fresh data points) of those in-training evaluations.
         pub snapshot_samples: usize = 1000,
+        /// Which fine-tuned sampler the run hands back: "last", or "best" (the checkpoint, the fine-tuning start included, with the lowest multi-scale MMD² against the validation split; needs data.validation_fraction > 0).
+        pub select: String = "last".to_string(),
+        /// Anomaly baselines: k of the k-nearest-neighbour distance score.
+        pub anomaly_knn_k: usize = 5,
+        /// Anomaly baselines: noise draws per step of the DSM sampler's denoising-error score (every step t = 1..T).
+        pub anomaly_dsm_draws: usize = 8,
     }
 }
 
@@ -573,6 +594,7 @@ impl TrainConfig {
         if self.eval.n_samples < 2 {
             return Err(Error::config(at("eval.n_samples"), "must be at least 2"));
         }
+        self.validate_data_split(&at)?;
         self.validate_common_ranges(&at)
     }
 
@@ -736,6 +758,87 @@ impl TrainConfig {
     /// gradient clips are finite and ≥ 0 (0 = off), learning rates finite and > 0, sizes
     /// at least 1; and what the end of a run needs (the EBM's temperature fit) is checked
     /// before the run starts, not after it.
+    /// The split, standardisation, label and selection keys (what can be checked without
+    /// reading the data).
+    fn validate_data_split(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
+        let d = &self.data;
+        if d.label_column.is_some() && d.dataset != "csv" {
+            return Err(Error::config(
+                at("data.label_column"),
+                format!(
+                    "only the csv data set reads a label column (data set {:?})",
+                    d.dataset
+                ),
+            ));
+        }
+        if d.label_column.is_some() && d.drop_last_column {
+            return Err(Error::config(
+                at("data.label_column"),
+                "set label_column or drop_last_column, not both (label_column = -1 reads the last column as labels instead of dropping it)",
+            ));
+        }
+        for (key, value) in [
+            ("data.validation_fraction", d.validation_fraction),
+            ("data.test_fraction", d.test_fraction),
+        ] {
+            if !(value.is_finite() && (0.0..1.0).contains(&value)) {
+                return Err(Error::config(at(key), "must be a number in [0, 1)"));
+            }
+        }
+        if d.validation_fraction + d.test_fraction >= 1.0 {
+            return Err(Error::config(
+                at("data.validation_fraction / test_fraction"),
+                format!(
+                    "{} + {} leaves no training rows: their sum must be below 1",
+                    d.validation_fraction, d.test_fraction
+                ),
+            ));
+        }
+        if !(d.min_std.is_finite() && d.min_std >= 0.0) {
+            return Err(Error::config(
+                at("data.min_std"),
+                "must be a finite number >= 0",
+            ));
+        }
+        if !d.inlier_classes.is_empty() && d.test_fraction == 0.0 {
+            return Err(Error::config(
+                at("data.inlier_classes"),
+                "anomaly detection scores the test split: set data.test_fraction > 0",
+            ));
+        }
+        let e = &self.eval;
+        match e.select.as_str() {
+            "last" => {}
+            "best" => {
+                if d.validation_fraction == 0.0 {
+                    return Err(Error::config(
+                        at("eval.select"),
+                        "\"best\" selects on the validation split: set data.validation_fraction > 0",
+                    ));
+                }
+                if self.run.method != "diffusion" || self.finetune.iterations == 0 {
+                    return Err(Error::config(
+                        at("eval.select"),
+                        "\"best\" selects among fine-tuning checkpoints: it needs run.method = \"diffusion\" and finetune.iterations > 0",
+                    ));
+                }
+            }
+            other => {
+                return Err(Error::config(
+                    at("eval.select"),
+                    format!("expected \"last\" or \"best\", found {other:?}"),
+                ))
+            }
+        }
+        if e.anomaly_knn_k == 0 || e.anomaly_dsm_draws == 0 {
+            return Err(Error::config(
+                at("eval.anomaly_knn_k / anomaly_dsm_draws"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_common_ranges(&self, at: &dyn Fn(&str) -> String) -> Result<(), Error> {
         let finetunes = self.finetune.iterations > 0;
         let ebm = self.run.method == "ddaebm" || (finetunes && self.finetune.reward == "ebm");

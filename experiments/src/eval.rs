@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use denoise_gym::anomaly::{nearest_distances, nearest_neighbours};
 use denoise_gym::ebm::{grid_kl, held_out_nll, EnergyModel, Grid2d};
 use denoise_gym::log::{Logger, MultiLogger};
 use denoise_gym::metrics::{
@@ -23,7 +24,9 @@ use denoise_gym::metrics::{
 use denoise_gym::rng::{normal_vec, ProjectRng, Stream};
 use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
-use denoise_gym_envs::Dataset;
+use denoise_gym_envs::{Dataset, TabularDataset};
+
+use crate::data::{PreparedData, TableSplits};
 use rand::Rng;
 
 use crate::config::TrainConfig;
@@ -33,7 +36,15 @@ use crate::plots;
 pub type Metrics = BTreeMap<String, f64>;
 
 /// Keys whose values are counts or seeds, written to JSON as integers.
-pub const INTEGER_KEYS: &[&str] = &["n_samples", "seed", "modes_covered", "n_modes"];
+pub const INTEGER_KEYS: &[&str] = &[
+    "n_samples",
+    "seed",
+    "modes_covered",
+    "n_modes",
+    "n_reference",
+    "classes_generated",
+    "n_classes",
+];
 
 /// Metrics as a JSON object, counts and seeds as integers.
 pub fn metrics_to_json(metrics: &Metrics) -> serde_json::Value {
@@ -119,6 +130,173 @@ pub fn evaluate_sampler<D: Backend>(
     m.insert("n_samples".into(), n as f64);
     m.insert("seed".into(), seed as f64);
     Ok((m, samples, data))
+}
+
+/// The multiples of the median-heuristic bandwidth the held-out MMD² is computed at.
+pub const HELDOUT_BANDWIDTH_FACTORS: [f64; 5] = [0.25, 0.5, 1.0, 2.0, 4.0];
+
+/// The `eval.json` key of the held-out MMD² at `factor` × the median bandwidth.
+pub fn mmd2_bandwidth_key(factor: f64) -> String {
+    format!("mmd2_bw_{factor}")
+}
+
+/// Unbiased MMD² of `samples` against a held-out split at [`HELDOUT_BANDWIDTH_FACTORS`] ×
+/// the median pairwise distance of the split (a bandwidth fixed by the data alone, so
+/// every method is measured with the same kernels), and their sum, `mmd2_multiscale`.
+pub fn heldout_mmd(samples: &[f32], reference: &[f32], dim: usize) -> Metrics {
+    const MAX_POINTS: usize = 2000;
+    let h = denoise_gym::metrics::median_bandwidth(reference, &[], dim, MAX_POINTS);
+    let bandwidths: Vec<f64> = HELDOUT_BANDWIDTH_FACTORS.iter().map(|f| f * h).collect();
+    let values =
+        denoise_gym::metrics::mmd2_unbiased(samples, reference, dim, &bandwidths, MAX_POINTS);
+    let mut m = Metrics::new();
+    for (factor, value) in HELDOUT_BANDWIDTH_FACTORS.iter().zip(&values) {
+        m.insert(mmd2_bandwidth_key(*factor), *value);
+    }
+    m.insert("mmd2_multiscale".into(), values.iter().sum());
+    m.insert("mmd2_median_bandwidth".into(), h);
+    m
+}
+
+/// The sample figures of a run on a table with splits, against its held-out `reference`
+/// split (the test split for `summary.json` and `eval.json`, the validation split for
+/// selection): SWD and MMD² as on fresh data, the multi-scale held-out MMD² (also of a
+/// train-split subsample of the same size, `*_data_vs_data`, for scale), the mean
+/// distance of each sample to its nearest training point beside the reference points'
+/// own (`nn_train_distance`, `nn_train_distance_reference`; in the data's units: a
+/// sampler that copies the training set scores below the reference), and, with labels,
+/// what a k-nearest-neighbour classifier of the training split makes of the samples.
+pub fn heldout_metrics(
+    samples: &[f32],
+    splits: &TableSplits,
+    reference: &TabularDataset,
+    swd_directions: usize,
+    rng: &mut ProjectRng,
+) -> Result<Metrics> {
+    let dim = reference.dim();
+    let data = reference.points();
+    let mut m = Metrics::new();
+    m.insert(
+        "swd".into(),
+        sliced_wasserstein(samples, data, dim, swd_directions, rng),
+    );
+    let mmd = mmd2(samples, data, dim);
+    m.insert("mmd2".into(), mmd.fixed_sum);
+    m.insert("mmd2_median".into(), mmd.median);
+    m.extend(heldout_mmd(samples, data, dim));
+    let train = splits.train.points();
+    let n_reference = reference.len().min(splits.train.len());
+    let train_subsample = &train[..n_reference * dim];
+    for (key, value) in heldout_mmd(train_subsample, data, dim) {
+        if key.starts_with("mmd2_bw") || key == "mmd2_multiscale" {
+            m.insert(format!("{key}_data_vs_data"), value);
+        }
+    }
+    let in_units = |points: &[f32]| -> Result<Vec<f32>> {
+        let mut points = points.to_vec();
+        splits.stats.to_data_units(&mut points)?;
+        Ok(points)
+    };
+    let (train_units, samples_units, reference_units) =
+        (in_units(train)?, in_units(samples)?, in_units(data)?);
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    m.insert(
+        "nn_train_distance".into(),
+        mean(nearest_distances(&train_units, &samples_units, dim)?),
+    );
+    m.insert(
+        "nn_train_distance_reference".into(),
+        mean(nearest_distances(&train_units, &reference_units, dim)?),
+    );
+    if let Some(labels) = splits.train_all.labels() {
+        m.extend(classifier_metrics(
+            splits.train_all.points(),
+            labels,
+            samples,
+            reference,
+            dim,
+        )?);
+    }
+    m.insert("n_samples".into(), (samples.len() / dim) as f64);
+    m.insert("n_reference".into(), reference.len() as f64);
+    Ok(m)
+}
+
+/// Neighbours of the k-nearest-neighbour classifier of generated samples.
+pub const CLASSIFIER_K: usize = 10;
+
+/// The share of samples a k-nearest-neighbour classifier ([`CLASSIFIER_K`] neighbours in
+/// the training split) gives one class with probability > 0.9 (all ten neighbours agree),
+/// beside the same share of the reference points; the number of classes among those
+/// confident samples; and the classifier's accuracy on the reference points, for scale.
+pub fn classifier_metrics(
+    train: &[f32],
+    labels: &[u32],
+    samples: &[f32],
+    reference: &TabularDataset,
+    dim: usize,
+) -> Result<Metrics> {
+    let n_classes = labels.iter().max().map_or(0, |&l| l as usize + 1);
+    let votes = |points: &[f32]| -> Result<Vec<(u32, f64)>> {
+        Ok(nearest_neighbours(train, points, dim, CLASSIFIER_K)?
+            .iter()
+            .map(|neighbours| {
+                let mut counts = vec![0usize; n_classes];
+                for &(i, _) in neighbours {
+                    counts[labels[i] as usize] += 1;
+                }
+                // The most votes, the smaller label on a tie: deterministic.
+                let (class, &count) = counts
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .max_by_key(|(_, &c)| c)
+                    .unwrap_or((0, &0));
+                (class as u32, count as f64 / neighbours.len().max(1) as f64)
+            })
+            .collect())
+    };
+    let share_confident = |v: &[(u32, f64)]| {
+        v.iter().filter(|(_, p)| *p > 0.9).count() as f64 / v.len().max(1) as f64
+    };
+    let generated = votes(samples)?;
+    let held_out = votes(reference.points())?;
+    let mut classes: Vec<u32> = generated
+        .iter()
+        .filter(|(_, p)| *p > 0.9)
+        .map(|(c, _)| *c)
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut m = Metrics::new();
+    m.insert(
+        "classifier_confident_fraction".into(),
+        share_confident(&generated),
+    );
+    m.insert(
+        "classifier_confident_fraction_reference".into(),
+        share_confident(&held_out),
+    );
+    m.insert("classes_generated".into(), classes.len() as f64);
+    let trained: Vec<u32> = {
+        let mut l = labels.to_vec();
+        l.sort_unstable();
+        l.dedup();
+        l
+    };
+    m.insert("n_classes".into(), trained.len() as f64);
+    if let Some(reference_labels) = reference.labels() {
+        let correct = held_out
+            .iter()
+            .zip(reference_labels)
+            .filter(|((c, _), l)| c == *l)
+            .count();
+        m.insert(
+            "classifier_accuracy_reference".into(),
+            correct as f64 / reference_labels.len().max(1) as f64,
+        );
+    }
+    Ok(m)
 }
 
 /// What an in-training evaluation logs.
@@ -247,20 +425,56 @@ pub fn energy_metrics<D: Backend>(
     })
 }
 
-/// The sample evaluation written to `summary.json` (see [`metrics_to_json`] for the keys).
+/// The sample evaluation written to `summary.json` (see [`metrics_to_json`] for the keys):
+/// against the test split when the data has one ([`heldout_metrics`]), else against
+/// fresh data ([`evaluate_sampler`]).
 pub fn evaluate<D: Backend>(
     sampler: &dyn Sampler<D>,
-    dataset: &dyn Dataset,
+    data: &PreparedData,
     config: &TrainConfig,
 ) -> Result<serde_json::Value> {
-    let (metrics, _, _) = evaluate_sampler(
-        sampler,
-        dataset,
-        config.eval.n_samples,
-        config.eval.swd_directions,
-        config.run.seed,
-    )?;
+    let e = &config.eval;
+    let metrics = match data.test_split() {
+        Some((splits, test)) => {
+            evaluate_heldout(
+                sampler,
+                splits,
+                test,
+                e.n_samples,
+                e.swd_directions,
+                config.run.seed,
+            )?
+            .0
+        }
+        None => {
+            evaluate_sampler(
+                sampler,
+                data.train.as_ref(),
+                e.n_samples,
+                e.swd_directions,
+                config.run.seed,
+            )?
+            .0
+        }
+    };
     Ok(metrics_to_json(&metrics))
+}
+
+/// [`heldout_metrics`] of `n` samples drawn with the evaluation stream of `seed`; also
+/// returns the samples.
+pub fn evaluate_heldout<D: Backend>(
+    sampler: &dyn Sampler<D>,
+    splits: &TableSplits,
+    reference: &TabularDataset,
+    n: usize,
+    swd_directions: usize,
+    seed: u64,
+) -> Result<(Metrics, Vec<f32>)> {
+    let mut rng = Stream::Eval.rng(seed);
+    let samples = sampler.sample(n, &mut rng).as_vec();
+    let mut m = heldout_metrics(&samples, splits, reference, swd_directions, &mut rng)?;
+    m.insert("seed".into(), seed as f64);
+    Ok((m, samples))
 }
 
 /// Logs an evaluation's `swd`, `mmd2` and `mmd2_median` as `eval/...` in phase `eval`.

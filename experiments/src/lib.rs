@@ -5,6 +5,7 @@
 //! ([`eval`]) and figures ([`plots`]), and one module per subcommand ([`commands`]). The
 //! run loop itself is the core crate's `denoise_gym::train::Trainer`.
 
+pub mod anomaly;
 pub mod build;
 pub mod builtin;
 pub mod catalog;
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod compat;
 pub mod config;
+pub mod data;
 pub mod eval;
 pub mod plots;
 pub mod registry;

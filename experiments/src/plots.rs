@@ -1096,3 +1096,153 @@ pub fn mean_curves(
     })
     .with_context(|| format!("figure {}", path.display()))
 }
+
+/// ROC curves, one per named method, `(false positive rate, true positive rate)` points
+/// from `(0, 0)` to `(1, 1)`, with the chance diagonal. [`FIGURE_SIZE`] square.
+///
+/// # Errors
+/// No curve, or a drawing / file error.
+pub fn roc_curves(path: &Path, curves: &[(String, Vec<(f64, f64)>)], title: &str) -> Result<()> {
+    if curves.is_empty() {
+        bail!("figure {}: roc_curves: no curve", path.display());
+    }
+    render_png(path, FIGURE_SIZE, FIGURE_SIZE, |root| {
+        let area = titled(root, title, CAPTION_FONT)?;
+        let mut chart = ChartBuilder::on(&area)
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..1.0f64, 0.0..1.0f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("false positive rate (inliers flagged)")
+            .y_desc("true positive rate (anomalies flagged)")
+            .light_line_style(FINE_GRID)
+            .label_style(("sans-serif", TICK_FONT))
+            .axis_desc_style(("sans-serif", LABEL_FONT))
+            .draw()?;
+        chart.draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            GREY.stroke_width(1),
+        ))?;
+        for (i, (name, points)) in curves.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", LABEL_FONT))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// One captioned panel of [`image_grids`]: `images` row-major, each `height × width`
+/// grey values (any range: each panel is scaled by its own 1st and 99th percentiles,
+/// dark = high as ink on paper), `columns` images per row.
+pub struct ImagePanel {
+    /// The caption above the panel.
+    pub caption: String,
+    /// The images, `n × (height · width)` row-major.
+    pub images: Vec<f32>,
+}
+
+/// Panels of small grey images side by side (e.g. generated digits beside real ones),
+/// each a grid of `columns` images per row, `height × width` pixels each.
+///
+/// # Errors
+/// An image size of 0, a panel whose buffer is not a whole number of images, no panel,
+/// or a drawing / file error.
+pub fn image_grids(
+    path: &Path,
+    panels: &[ImagePanel],
+    height: usize,
+    width: usize,
+    columns: usize,
+    title: &str,
+) -> Result<()> {
+    let pixels = height * width;
+    if pixels == 0 || columns == 0 || panels.is_empty() {
+        bail!(
+            "figure {}: image_grids: needs images of at least 1×1 pixel, at least one column and one panel",
+            path.display()
+        );
+    }
+    let mut rows = 1;
+    for p in panels {
+        if p.images.len() % pixels != 0 || p.images.is_empty() {
+            bail!(
+                "figure {}: panel {:?} holds {} values, not a whole number of {height}×{width} images",
+                path.display(),
+                p.caption,
+                p.images.len()
+            );
+        }
+        rows = rows.max((p.images.len() / pixels).div_ceil(columns));
+    }
+    // Whole pixels per image pixel keep the digits crisp.
+    let cell = 8usize;
+    let gap = 4usize;
+    let panel_w = columns * (width * cell + gap) + gap;
+    let panel_h = rows * (height * cell + gap) + gap;
+    let caption_h = 40usize;
+    let total_w = (panels.len() * (panel_w + 20) + 20).max(600);
+    let total_h = (panel_h + caption_h + 80).max(300);
+    render_png(path, total_w as u32, total_h as u32, |root| {
+        let area = titled(root, title, CAPTION_FONT)?;
+        for (k, panel) in panels.iter().enumerate() {
+            let x0 = 20 + k * (panel_w + 20);
+            area.draw(&Text::new(
+                panel.caption.clone(),
+                (x0 as i32, 5),
+                ("sans-serif", LABEL_FONT).into_font(),
+            ))?;
+            let mut sorted: Vec<f32> = panel
+                .images
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            let quantile = |q: f64| {
+                sorted
+                    .get(((sorted.len().saturating_sub(1)) as f64 * q) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let (lo, hi) = (quantile(0.01), quantile(0.99));
+            let span = if hi > lo { hi - lo } else { 1.0 };
+            for (i, image) in panel.images.chunks_exact(pixels).enumerate() {
+                let (r, c) = (i / columns, i % columns);
+                let ix = x0 + gap + c * (width * cell + gap);
+                let iy = caption_h + gap + r * (height * cell + gap);
+                for (p, v) in image.iter().enumerate() {
+                    let t = if v.is_finite() {
+                        ((v - lo) / span).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let grey = (255.0 * (1.0 - t)) as u8;
+                    let (py, px) = (p / width, p % width);
+                    let (x, y) = ((ix + px * cell) as i32, (iy + py * cell) as i32);
+                    area.draw(&Rectangle::new(
+                        [(x, y), (x + cell as i32, y + cell as i32)],
+                        RGBColor(grey, grey, grey).filled(),
+                    ))?;
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -20,17 +20,25 @@ pub fn write_energies<D: Backend>(
     out: &Path,
 ) -> Result<usize> {
     let model = load_energy_model(dev, catalog, run_dir)?;
+    let run = denoise_gym::train::RunDir::new(run_dir);
+    let config = crate::build::load_run_config(&run, catalog)?;
     let table = TabularDataset::from_csv(points, false)?;
     let dim = table.points().len() / table.len().max(1);
     if dim != model.dim() {
         bail!(
-            "{}: points have {dim} columns, the run's EBM takes {}",
+            "{}: points have {dim} columns, the run's EBM takes {} (points in the data's own units, one per row, without a label column)",
             points.display(),
             model.dim()
         );
     }
     let header = input_header(points, dim)?;
-    let raw = model.energy_host(table.points());
+    // Points arrive in the data's own units; a standardised run's EBM takes them
+    // standardised with the train split's statistics.
+    let mut model_points = table.points().to_vec();
+    if let Some(stats) = crate::data::run_data_stats(&run, &config)? {
+        stats.to_model_space(&mut model_points)?;
+    }
+    let raw = model.energy_host(&model_points);
     let mut writer =
         csv::Writer::from_path(out).with_context(|| format!("creating {}", out.display()))?;
     let mut columns = header;

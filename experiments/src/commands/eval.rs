@@ -8,10 +8,13 @@ use denoise_gym::rng::Stream;
 use denoise_gym::tensor::Backend;
 use denoise_gym::train::RunDir;
 
-use crate::build::{build_dataset, load_any_sampler, load_energy_model, load_run_config};
-use crate::eval::{energy_metrics, evaluate_sampler, metrics_to_json};
+use crate::build::{build_data, load_any_sampler, load_energy_model, load_run_config};
+use crate::catalog::Catalog;
+use crate::data::TableSplits;
+use crate::eval::{energy_metrics, evaluate_heldout, evaluate_sampler, metrics_to_json};
 use crate::plots;
 use crate::registry::Registry;
+use denoise_gym_envs::{Dataset, TabularDataset};
 
 /// `dgym eval RUN_DIR`: writes `eval.json` and the figures into the run directory;
 /// returns the path of `eval.json`.
@@ -28,20 +31,28 @@ pub fn evaluate_run<D: Backend>(
     let config = load_run_config(&run, catalog)?;
     let (checkpoint, _) = run.load_latest_checkpoint()?;
     crate::build::warn_if_unfinished(&run);
-    let dataset = build_dataset(registry, &config)?;
+    let prepared = build_data(registry, &config)?;
+    let dataset = prepared.train.clone();
     let sampler = load_any_sampler(dev, catalog, run_dir)?;
     let n = n.unwrap_or(config.eval.n_samples);
     if n < 2 {
         bail!("--n must be at least 2");
     }
     let seed = seed.unwrap_or(config.run.seed);
-    let (mut metrics, samples, data) = evaluate_sampler(
-        &*sampler,
-        dataset.as_ref(),
-        n,
-        config.eval.swd_directions,
-        seed,
-    )?;
+    let (mut metrics, samples, data) = match prepared.test_split() {
+        Some((splits, test)) => {
+            let (m, samples) =
+                evaluate_heldout(&*sampler, splits, test, n, config.eval.swd_directions, seed)?;
+            (m, samples, test.points().to_vec())
+        }
+        None => evaluate_sampler(
+            &*sampler,
+            dataset.as_ref(),
+            n,
+            config.eval.swd_directions,
+            seed,
+        )?,
+    };
     let dim = dataset.dim();
     let mut figures = vec![];
     let figure = |name: &str| run.root.join(name);
@@ -112,6 +123,22 @@ pub fn evaluate_run<D: Backend>(
         )?;
         figures.push("density.png");
     }
+    let has_energy = config.run.method == denoise_gym_agents::ddaebm::PHASE
+        || checkpoint.metadata.get("reward_kind").map(String::as_str) == Some("ebm");
+    if let Some((splits, test)) = prepared.test_split() {
+        if config.data.dataset == "digits" {
+            figures.extend(digit_figures(
+                dev, catalog, run_dir, splits, test, &samples, has_energy,
+            )?);
+        }
+        if !config.data.inlier_classes.is_empty() && has_energy {
+            let set = crate::anomaly::test_set(splits)?;
+            metrics.extend(crate::anomaly::anomaly_report(
+                dev, catalog, run_dir, &config, splits, &set,
+            )?);
+            figures.push("roc.png");
+        }
+    }
     metrics.insert("eval_time_s".into(), started.elapsed().as_secs_f64());
     let mut json = metrics_to_json(&metrics);
     json["figures"] = serde_json::json!(figures);
@@ -119,4 +146,82 @@ pub fn evaluate_run<D: Backend>(
     let path = run.root.join("eval.json");
     denoise_gym::io::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(path)
+}
+
+/// Images of each figure of [`digit_figures`] (four rows of ten).
+const DIGITS_SHOWN: usize = 40;
+
+/// `digits.png`, generated digits beside test images, and with an energy
+/// `energy_extremes.png`, the test images of lowest and highest energy; all in the data's
+/// own units.
+fn digit_figures<D: Backend>(
+    dev: &D,
+    catalog: &Catalog,
+    run_dir: &Path,
+    splits: &TableSplits,
+    test: &TabularDataset,
+    samples: &[f32],
+    has_energy: bool,
+) -> Result<Vec<&'static str>> {
+    let dim = test.dim();
+    let units = |points: &[f32]| -> Result<Vec<f32>> {
+        let mut points = points.to_vec();
+        splits.stats.to_data_units(&mut points)?;
+        Ok(points)
+    };
+    let shown = |points: &[f32]| points[..points.len().min(DIGITS_SHOWN * dim)].to_vec();
+    let generated = units(&shown(samples))?;
+    let real = units(&shown(test.points()))?;
+    let run = RunDir::new(run_dir);
+    plots::image_grids(
+        &run.root.join("digits.png"),
+        &[
+            plots::ImagePanel {
+                caption: "generated".into(),
+                images: generated,
+            },
+            plots::ImagePanel {
+                caption: "test split".into(),
+                images: real,
+            },
+        ],
+        8,
+        8,
+        10,
+        "generated digits beside real ones",
+    )?;
+    let mut figures = vec!["digits.png"];
+    if has_energy {
+        let model = load_energy_model(dev, catalog, run_dir)?;
+        let energy = model.energy_host(test.points());
+        let mut order: Vec<usize> = (0..energy.len()).collect();
+        order.sort_by(|&a, &b| energy[a].total_cmp(&energy[b]));
+        let k = (DIGITS_SHOWN / 2).min(order.len());
+        let pick = |rows: &[usize]| -> Result<Vec<f32>> {
+            let mut out = Vec::with_capacity(rows.len() * dim);
+            for &r in rows {
+                out.extend_from_slice(&test.points()[r * dim..(r + 1) * dim]);
+            }
+            units(&out)
+        };
+        plots::image_grids(
+            &run.root.join("energy_extremes.png"),
+            &[
+                plots::ImagePanel {
+                    caption: "lowest energy (most typical)".into(),
+                    images: pick(&order[..k])?,
+                },
+                plots::ImagePanel {
+                    caption: "highest energy (least typical)".into(),
+                    images: pick(&order[order.len() - k..])?,
+                },
+            ],
+            8,
+            8,
+            10,
+            "test images by the learned energy",
+        )?;
+        figures.push("energy_extremes.png");
+    }
+    Ok(figures)
 }

@@ -27,12 +27,20 @@ pub fn write_samples<D: Backend>(
         bail!("--n must be at least 1");
     }
     let policy = load_any_sampler(dev, catalog, run_dir)?;
-    crate::build::warn_if_unfinished(&denoise_gym::train::RunDir::new(run_dir));
+    let run = denoise_gym::train::RunDir::new(run_dir);
+    crate::build::warn_if_unfinished(&run);
+    let config = crate::build::load_run_config(&run, catalog)?;
+    // Samples leave in the data's own units (a standardised run's statistics undone).
+    let stats = crate::data::run_data_stats(&run, &config)?;
     let dim = policy.dim();
     let mut writer =
         csv::Writer::from_path(out).with_context(|| format!("creating {}", out.display()))?;
     writer.write_record((0..dim).map(|i| format!("x{i}")))?;
     for_each_sample_block(policy.as_ref(), n, seed, |samples| {
+        let mut samples = samples.to_vec();
+        if let Some(stats) = &stats {
+            stats.to_data_units(&mut samples)?;
+        }
         for row in samples.chunks(dim) {
             writer
                 .write_record(row.iter().map(|v| v.to_string()))

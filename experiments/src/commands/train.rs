@@ -3,7 +3,9 @@
 //! Evaluation snapshots and the start-of-fine-tuning metrics reach the run through the
 //! trainer's callbacks.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -20,12 +22,16 @@ use denoise_gym_envs::Dataset;
 use serde_json::json;
 
 use crate::build::{
-    build_dataset, build_policy, calibrate_energy, calibrate_finetune, data_batches, ddaebm_phase,
-    dsm_phase, finetune_phase, load_run_config, sampler_from_run, FinetunePhase,
+    build_data, build_policy, calibrate_energy, calibrate_finetune, data_batches, ddaebm_phase,
+    dsm_phase, finetune_phase, load_run_config, load_sampler_at, sampler_from_run, FinetunePhase,
+    Selection, SELECTION_FILE,
 };
 use crate::config::TrainConfig;
-use crate::eval::{evaluate, log_eval, training_snapshot};
-use crate::registry::Registry;
+use crate::data::TableSplits;
+use crate::data::{write_data_stats, PreparedData, DATA_STATS_FILE};
+use crate::eval::{evaluate, heldout_mmd, log_eval, training_snapshot};
+use crate::registry::{Registry, RewardChoice};
+use denoise_gym::rng::Stream;
 
 /// Options of one `dgym train` invocation.
 #[derive(Debug, Clone, Default)]
@@ -134,7 +140,8 @@ pub fn train_new<D: Backend>(
     // Everything that can fail on bad input is checked before the directory is created,
     // so a failed start leaves nothing behind to block the corrected command.
     RunDir::new(out).check_vacant()?;
-    let dataset = build_dataset(registry, &config)?;
+    let data = build_data(registry, &config)?;
+    let dataset = data.train.clone();
     let start = if config.run.method == denoise_gym_agents::ddaebm::PHASE {
         Start::Ddaebm(ddaebm_phase(
             dev,
@@ -157,7 +164,7 @@ pub fn train_new<D: Backend>(
             bail!("key finetune.init_from: starting from another run only makes sense with finetune.iterations > 0");
         }
         let policy = sampler_from_run(dev, registry.catalog(), &config, dataset.dim())?;
-        let start_eval = evaluate(&policy, dataset.as_ref(), &config)?;
+        let start_eval = evaluate(&policy, &data, &config)?;
         Start::Finetune(
             finetune_phase(dev, registry, &config, &dataset, policy, 0)?,
             start_eval,
@@ -171,7 +178,10 @@ pub fn train_new<D: Backend>(
         trainer_options(&config, options),
     )?;
     trainer.log_hparams(&config.hparams(), &text)?;
-    run_phases(dev, registry, trainer, config, dataset, start)
+    if let Some(splits) = &data.splits {
+        write_data_stats(trainer.run_dir(), &splits.stats)?;
+    }
+    run_phases(dev, registry, trainer, config, data, start)
 }
 
 /// Continues an interrupted run from its last checkpoint.
@@ -182,8 +192,15 @@ pub fn train_resume<D: Backend>(
     options: &TrainOptions,
 ) -> Result<TrainOutcome> {
     let config = load_run_config(&RunDir::new(run_dir), registry.catalog())?;
-    let dataset = build_dataset(registry, &config)?;
+    let data = build_data(registry, &config)?;
+    let dataset = data.train.clone();
     let trainer = Trainer::resume(run_dir, config.run.seed, trainer_options(&config, options))?;
+    if let Some(splits) = &data.splits {
+        // A run killed between its creation and this file's first write.
+        if !trainer.run_dir().root.join(DATA_STATS_FILE).exists() {
+            write_data_stats(trainer.run_dir(), &splits.stats)?;
+        }
+    }
     let Some(resumed) = trainer.resumed() else {
         bail!("internal: a resumed trainer without a checkpoint");
     };
@@ -210,7 +227,7 @@ pub fn train_resume<D: Backend>(
             resumed.path.display()
         ),
     };
-    run_phases(dev, registry, trainer, config, dataset, start)
+    run_phases(dev, registry, trainer, config, data, start)
 }
 
 fn run_phases<D: Backend>(
@@ -218,18 +235,24 @@ fn run_phases<D: Backend>(
     registry: &Registry<D>,
     mut trainer: Trainer<D>,
     config: TrainConfig,
-    dataset: Arc<dyn Dataset>,
+    data: PreparedData,
     start: Start<D>,
 ) -> Result<TrainOutcome> {
+    let dataset = data.train.clone();
+    let select_best = config.eval.select == "best";
     trainer.add_callback(Box::new(Snapshots {
         dataset: dataset.clone(),
         config: config.clone(),
     }));
     let mut summary = json!({});
     let (mut finetune, start_eval) = match start {
-        Start::Ddaebm(phase) => return run_ddaebm(trainer, &config, &dataset, phase),
+        Start::Ddaebm(phase) => return run_ddaebm(trainer, &config, &data, phase),
         Start::Finetune(phase, start_eval) => {
             trainer.add_callback(Box::new(StartEval(start_eval.to_string())));
+            if select_best && trainer.resumed().is_none() {
+                // The start is a candidate of the selection like any later checkpoint.
+                trainer.save_checkpoint(&phase, true)?;
+            }
             (phase, start_eval)
         }
         Start::Pretrain(mut dsm) => {
@@ -249,7 +272,7 @@ fn run_phases<D: Backend>(
                 "dsm_steps_per_s": iterations as f64 / wall_time_s.max(1e-9),
             });
             let sampler = dsm.sampler();
-            let pretrained_eval = evaluate(&sampler, dataset.as_ref(), &config)?;
+            let pretrained_eval = evaluate(&sampler, &data, &config)?;
             if config.finetune.iterations == 0 {
                 log_eval(trainer.logger(), dsm.iteration, &pretrained_eval)?;
                 summary["phase"] = json!("pretrain");
@@ -259,11 +282,15 @@ fn run_phases<D: Backend>(
             let finetune =
                 finetune_phase(dev, registry, &config, &dataset, sampler, dsm.iteration)?;
             trainer.add_callback(Box::new(StartEval(pretrained_eval.to_string())));
-            // The hand-over is a checkpoint of its own: a run killed now resumes in fine-tuning.
-            trainer.save_checkpoint(&finetune, false)?;
+            // The hand-over is a checkpoint of its own: a run killed now resumes in
+            // fine-tuning. With eval.select = "best" it is numbered, a candidate.
+            trainer.save_checkpoint(&finetune, select_best)?;
             (finetune, pretrained_eval)
         }
     };
+    if let Some(held_out) = HeldOut::new(&data, &config, finetune.reward.clone()) {
+        trainer.add_callback(Box::new(held_out));
+    }
     let f = &config.finetune;
     let cadence = Cadence::new(f.iterations, f.log_every, f.checkpoint_every);
     let (wall_time_s, iterations) = match run_to_end(&mut trainer, &mut finetune, cadence)? {
@@ -272,8 +299,42 @@ fn run_phases<D: Backend>(
     };
     let ebm = calibrate_finetune(&mut finetune, &dataset, &config)?;
     trainer.save_checkpoint(&finetune, false)?;
-    let final_eval = evaluate(&finetune.sampler(), dataset.as_ref(), &config)?;
+    let last_eval = evaluate(&finetune.sampler(), &data, &config)?;
     let step = finetune.step_offset + finetune.iteration;
+    let final_eval = if select_best {
+        let selection = select_checkpoint(dev, &trainer, &config, &data, finetune.step_offset)?;
+        let path = trainer.run_dir().checkpoints().join(&selection.checkpoint);
+        let checkpoint = Checkpoint::load(&path)?;
+        let selected = load_sampler_at(dev, &config, &checkpoint, &path)?;
+        let selected_eval = evaluate(&selected, &data, &config)?;
+        summary["eval_last"] = last_eval;
+        summary["selection"] = json!({
+            "select": "best",
+            "checkpoint": selection.checkpoint,
+            "step": selection.step,
+            "finetune_iteration": selection.finetune_iteration,
+            "criterion": selection.criterion,
+            "value": selection.value,
+            "candidates": selection.candidates,
+            "why": if selection.finetune_iteration == finetune.iteration {
+                "the last checkpoint has the lowest validation criterion".to_string()
+            } else if selection.finetune_iteration == 0 {
+                "no fine-tuned checkpoint beats the sampler fine-tuning started from on the validation split: the start is handed back".to_string()
+            } else {
+                format!(
+                    "the validation criterion is lowest at fine-tuning iteration {} of {}",
+                    selection.finetune_iteration, finetune.iteration
+                )
+            },
+        });
+        denoise_gym::io::write_atomic(
+            &trainer.run_dir().root.join(SELECTION_FILE),
+            serde_json::to_string_pretty(&selection)?.as_bytes(),
+        )?;
+        selected_eval
+    } else {
+        last_eval
+    };
     log_eval(trainer.logger(), step, &final_eval)?;
     summary["phase"] = json!("finetune");
     summary["finetune"] = json!({
@@ -298,9 +359,10 @@ fn run_phases<D: Backend>(
 fn run_ddaebm<D: Backend>(
     mut trainer: Trainer<D>,
     config: &TrainConfig,
-    dataset: &Arc<dyn Dataset>,
+    data: &PreparedData,
     mut phase: DdaebmPhase<D>,
 ) -> Result<TrainOutcome> {
+    let dataset = &data.train;
     let g = &config.ddaebm;
     let cadence = Cadence::new(g.iterations, g.log_every, g.checkpoint_every);
     let (wall_time_s, iterations) = match run_to_end(&mut trainer, &mut phase, cadence)? {
@@ -311,7 +373,7 @@ fn run_ddaebm<D: Backend>(
     let ebm = calibrate_energy(&mut energy, dataset, &config.reward, config.run.seed)?;
     phase.temperature = energy.temperature;
     trainer.save_checkpoint(&phase, false)?;
-    let final_eval = evaluate(&phase.model.generator, dataset.as_ref(), config)?;
+    let final_eval = evaluate(&phase.model.generator, data, config)?;
     log_eval(trainer.logger(), phase.iteration, &final_eval)?;
     let mut summary = json!({
         "phase": denoise_gym_agents::ddaebm::PHASE,
@@ -351,5 +413,126 @@ fn finish<D: Backend>(trainer: Trainer<D>, summary: serde_json::Value) -> Result
         run_dir: trainer.finish(summary)?,
         finished: true,
         interrupted_at: None,
+    })
+}
+
+/// Held-out figures logged at every evaluation of fine-tuning, when the data has a
+/// validation split: the sampler's multi-scale MMD² against it (`eval/val_mmd2_multiscale`,
+/// the criterion of `eval.select = "best"`) and, for a learned energy, its mean on the
+/// validation split beside its mean on as many training points (`ebm/energy_validation`,
+/// `ebm/energy_train_points`, and their difference `ebm/energy_gap_heldout`): an EBM that
+/// memorises the training points gives them lower energy than unseen points of the same
+/// law, and the gap grows.
+struct HeldOut<D: Backend> {
+    splits: TableSplits,
+    reward: Rc<RefCell<RewardChoice<D>>>,
+    n_samples: usize,
+    seed: u64,
+}
+
+impl<D: Backend> HeldOut<D> {
+    fn new(
+        data: &PreparedData,
+        config: &TrainConfig,
+        reward: Rc<RefCell<RewardChoice<D>>>,
+    ) -> Option<Self> {
+        let splits = data.splits.as_ref()?;
+        splits.validation.as_ref()?;
+        Some(Self {
+            splits: splits.clone(),
+            reward,
+            n_samples: config.eval.snapshot_samples.max(2),
+            seed: config.run.seed,
+        })
+    }
+}
+
+impl<D: Backend> Callback<D> for HeldOut<D> {
+    fn on_eval(
+        &mut self,
+        step: u64,
+        sampler: &dyn Sampler<D>,
+        scalars: &mut Stats,
+        _logger: &mut dyn Logger,
+    ) -> denoise_gym::Result<()> {
+        let Some(validation) = &self.splits.validation else {
+            return Ok(());
+        };
+        let dim = validation.dim();
+        let mut rng = Stream::Eval.rng(self.seed ^ step.rotate_left(17) ^ 0x5EED_5A1D);
+        let samples = sampler.sample(self.n_samples, &mut rng).as_vec();
+        let mmd = heldout_mmd(&samples, validation.points(), dim);
+        scalars.push(("eval/val_mmd2_multiscale".into(), mmd["mmd2_multiscale"]));
+        if let RewardChoice::Ebm(ebm) = &*self.reward.borrow() {
+            let mean = |points: &[f32]| {
+                let e = ebm.model.energy_host(points);
+                e.iter().map(|&v| v as f64).sum::<f64>() / e.len().max(1) as f64
+            };
+            let rows = validation.len().min(self.splits.train.len());
+            let e_validation = mean(validation.points());
+            let e_train = mean(&self.splits.train.points()[..rows * dim]);
+            scalars.push(("ebm/energy_validation".into(), e_validation));
+            scalars.push(("ebm/energy_train_points".into(), e_train));
+            scalars.push(("ebm/energy_gap_heldout".into(), e_validation - e_train));
+        }
+        Ok(())
+    }
+}
+
+/// What `eval.select = "best"` ranks fine-tuning's checkpoints by.
+const SELECTION_CRITERION: &str =
+    "mmd2_multiscale of eval.n_samples samples against the validation split (lower is better)";
+
+/// Ranks every numbered fine-tuning checkpoint of the run (the start included) by the
+/// multi-scale MMD² of its sampler against the validation split; the first lowest wins.
+fn select_checkpoint<D: Backend>(
+    dev: &D,
+    trainer: &Trainer<D>,
+    config: &TrainConfig,
+    data: &PreparedData,
+    step_offset: u64,
+) -> Result<Selection> {
+    let Some(validation) = data.splits.as_ref().and_then(|s| s.validation.as_ref()) else {
+        bail!("key eval.select: \"best\" needs a validation split (data.validation_fraction > 0)");
+    };
+    let mut ranked: Vec<(u64, f64, String)> = Vec::new();
+    let mut found = trainer.run_dir().numbered_checkpoints();
+    found.reverse();
+    for (step, path) in found {
+        if step < step_offset {
+            continue;
+        }
+        let checkpoint = Checkpoint::load(&path)?;
+        if checkpoint.metadata.get("phase").map(String::as_str) != Some(denoise_gym::irl::PHASE) {
+            continue;
+        }
+        let sampler = load_sampler_at(dev, config, &checkpoint, &path)?;
+        let mut rng = Stream::Eval.rng(config.run.seed);
+        let samples = sampler.sample(config.eval.n_samples, &mut rng).as_vec();
+        let value = heldout_mmd(&samples, validation.points(), validation.dim())["mmd2_multiscale"];
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        ranked.push((step, value, name));
+    }
+    let best = ranked
+        .iter()
+        .filter(|(_, v, _)| v.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .cloned();
+    let Some((step, value, checkpoint)) = best else {
+        bail!(
+            "eval.select = \"best\": no fine-tuning checkpoint with a finite validation criterion in {}",
+            trainer.run_dir().checkpoints().display()
+        );
+    };
+    Ok(Selection {
+        checkpoint,
+        step,
+        finetune_iteration: step - step_offset,
+        criterion: SELECTION_CRITERION.to_string(),
+        value,
+        candidates: ranked.iter().map(|(s, v, _)| (*s, *v)).collect(),
     })
 }
