@@ -71,23 +71,20 @@ fn csv_sets(csv: &Path) -> Vec<String> {
         .chain(TINY_FINETUNE)
         .map(|s| s.to_string())
         .collect();
-    sets.extend(
-        [
-            "data.dataset=csv".to_string(),
-            format!("data.path={}", csv.display()),
-            "data.label_column=kind".into(),
-            "data.validation_fraction=0.2".into(),
-            "data.test_fraction=0.2".into(),
-            "data.standardize=true".into(),
-            "eval.select=best".into(),
-            "eval.eval_every=10".into(),
-            "eval.snapshot_samples=100".into(),
-            // A tiny sampler's x̂_0 is clipped to 4 standard deviations, so that its
-            // samples stay on the data's scale.
-            "policy.clip_x0=4".into(),
-        ]
-        .into_iter(),
-    );
+    sets.extend([
+        "data.dataset=csv".to_string(),
+        format!("data.path={}", csv.display()),
+        "data.label_column=kind".into(),
+        "data.validation_fraction=0.2".into(),
+        "data.test_fraction=0.2".into(),
+        "data.standardize=true".into(),
+        "eval.select=best".into(),
+        "eval.eval_every=10".into(),
+        "eval.snapshot_samples=100".into(),
+        // A tiny sampler's x̂_0 is clipped to 4 standard deviations, so that its
+        // samples stay on the data's scale.
+        "policy.clip_x0=4".into(),
+    ]);
     sets
 }
 
