@@ -395,26 +395,15 @@ impl Mahalanobis {
 /// number of points or holds a non-finite value, or `k` exceeds the number of training
 /// points.
 pub fn knn_scores(train: &[f32], query: &[f32], dim: usize, k: usize) -> Result<Vec<f64>> {
-    if k == 0 {
-        return invalid("knn_scores: k = 0, expected at least 1".into());
-    }
-    let n_train = check_points("knn_scores", "training", train, dim)?;
-    check_points("knn_scores", "query", query, dim)?;
-    if k > n_train {
-        return invalid(format!(
-            "knn_scores: k = {k} but there are {n_train} training points, expected k ≤ {n_train}"
-        ));
-    }
-    Ok(query
-        .par_chunks_exact(dim)
-        .map(|q| {
-            let mut distances: Vec<f64> = train
-                .chunks_exact(dim)
-                .map(|t| squared_distance(q, t))
-                .collect();
-            let (_, kth, _) = distances.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
-            kth.sqrt()
-        })
+    Ok(nearest_neighbours(train, query, dim, k)
+        .map_err(|e| match e {
+            Error::InvalidArgument(m) => {
+                Error::InvalidArgument(m.replacen("nearest_neighbours", "knn_scores", 1))
+            }
+            other => other,
+        })?
+        .iter()
+        .map(|neighbours| neighbours.last().map_or(f64::NAN, |&(_, d)| d))
         .collect())
 }
 

@@ -62,6 +62,25 @@ pub fn metrics_to_json(metrics: &Metrics) -> serde_json::Value {
     serde_json::Value::Object(object)
 }
 
+/// `swd`, `mmd2` (the fixed bandwidths' sum) and `mmd2_median` of `samples` against `data`.
+fn swd_and_mmd(
+    samples: &[f32],
+    data: &[f32],
+    dim: usize,
+    swd_directions: usize,
+    rng: &mut ProjectRng,
+) -> Metrics {
+    let mut m = Metrics::new();
+    m.insert(
+        "swd".into(),
+        sliced_wasserstein(samples, data, dim, swd_directions, rng),
+    );
+    let mmd = mmd2(samples, data, dim);
+    m.insert("mmd2".into(), mmd.fixed_sum);
+    m.insert("mmd2_median".into(), mmd.median);
+    m
+}
+
 /// SWD, MMD² and, for mixtures, the per-mode statistics of `samples` against `data`.
 pub fn sample_metrics(
     samples: &[f32],
@@ -71,14 +90,7 @@ pub fn sample_metrics(
     rng: &mut ProjectRng,
 ) -> Result<Metrics> {
     let dim = dataset.dim();
-    let mut m = Metrics::new();
-    m.insert(
-        "swd".into(),
-        sliced_wasserstein(samples, data, dim, swd_directions, rng),
-    );
-    let mmd = mmd2(samples, data, dim);
-    m.insert("mmd2".into(), mmd.fixed_sum);
-    m.insert("mmd2_median".into(), mmd.median);
+    let mut m = swd_and_mmd(samples, data, dim, swd_directions, rng);
     if let Some(mixture) = dataset.as_mixture() {
         let stats = mode_stats(
             samples,
@@ -175,14 +187,7 @@ pub fn heldout_metrics(
 ) -> Result<Metrics> {
     let dim = reference.dim();
     let data = reference.points();
-    let mut m = Metrics::new();
-    m.insert(
-        "swd".into(),
-        sliced_wasserstein(samples, data, dim, swd_directions, rng),
-    );
-    let mmd = mmd2(samples, data, dim);
-    m.insert("mmd2".into(), mmd.fixed_sum);
-    m.insert("mmd2_median".into(), mmd.median);
+    let mut m = swd_and_mmd(samples, data, dim, swd_directions, rng);
     m.extend(heldout_mmd(samples, data, dim));
     let train = splits.train.points();
     let n_reference = reference.len().min(splits.train.len());

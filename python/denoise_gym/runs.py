@@ -83,15 +83,49 @@ class Run:
             self._energy = EnergyReward.from_run(self.path)
         return self._energy
 
+    @property
+    def data_stats(self) -> Optional[dict[str, Any]]:
+        """``data_stats.json`` of a run on a table (splits, classes, the train split's
+        standardisation), or None."""
+        path = self.path / "data_stats.json"
+        if not path.is_file():
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _standardizer(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        stats = self.data_stats
+        if stats is None or stats.get("standardizer") is None:
+            return None
+        s = stats["standardizer"]
+        return np.asarray(s["mean"], dtype=np.float64), np.asarray(s["scale"], dtype=np.float64)
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` samples, ``n × d`` float32: what ``dgym sample RUN --n n --seed seed`` writes."""
-        return self.sampler().sample(n, seed)
+        """``n`` samples, ``n × d`` float32, in the data's own units: what ``dgym sample RUN
+        --n n --seed seed`` writes (``Sampler.sample`` draws in the model's space, standardised
+        when the run standardised its data)."""
+        samples = self.sampler().sample(n, seed)
+        standardizer = self._standardizer()
+        if standardizer is None:
+            return samples
+        mean, scale = standardizer
+        return (samples.astype(np.float64) * scale + mean).astype(np.float32)
 
     def energy(self, points: Any, raw: bool = False) -> np.ndarray:
-        """The EBM's energy at each row of ``points``, float64: calibrated ``E/T_E`` (so that
-        ``p ∝ exp(-energy)``), or raw ``E`` with ``raw=True``: ``dgym energy``'s columns
-        ``energy`` and ``energy_raw``."""
+        """The EBM's energy at each row of ``points`` (in the data's own units), float64:
+        calibrated ``E/T_E`` (so that ``p ∝ exp(-energy)``), or raw ``E`` with ``raw=True``:
+        ``dgym energy``'s columns ``energy`` and ``energy_raw``."""
         model = self.energy_model()
+        standardizer = self._standardizer()
+        if standardizer is not None:
+            mean, scale = standardizer
+            values = np.asarray(points, dtype=np.float32).astype(np.float64)
+            if values.ndim != 2 or values.shape[1] != mean.shape[0]:
+                raise ValueError(
+                    f"points: expected an n × {mean.shape[0]} array (the run's data width), "
+                    f"got shape {values.shape}"
+                )
+            points = ((values - mean) / scale).astype(np.float32)
         energies = model.energy(points).astype(np.float64)
         return energies if raw else energies / model.temperature
 

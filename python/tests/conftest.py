@@ -53,3 +53,22 @@ def dgym() -> str:
     if os.environ.get("CI"):
         pytest.fail("CI sets $DGYM: the comparison with dgym must run there")
     pytest.skip("no dgym binary (build it, or set $DGYM)")
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A finished tiny GCD run on the digits, split and standardised (data_stats.json)."""
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    sets = dict(TINY)
+    sets.update(
+        {
+            "data.dataset": "digits",
+            "data.validation_fraction": 0.15,
+            "data.test_fraction": 0.15,
+            "data.standardize": True,
+            "data.min_std": 0.1,
+            "policy.clip_x0": 4.0,
+        }
+    )
+    dg.train("gcd-8gaussians", out=out, set=sets)
+    return out

@@ -162,3 +162,27 @@ def test_a_runs_energy_as_the_reward_needs_no_data_set(gcd_run):
     assert reward == pytest.approx(-float(dg.load_run(gcd_run).energy(obs[None, :-1], raw=True)[0]), rel=1e-6)
     with pytest.raises(ValueError, match="dimension 2, data set 'digits' has 64"):
         dg.DenoisingEnv("digits", reward=gcd_run)
+
+
+def test_a_standardised_run_samples_and_scores_in_the_data_units_as_dgym_does(digits_run, dgym, tmp_path):
+    run = dg.load_run(digits_run)
+    stats = run.data_stats
+    assert stats is not None and stats["dim"] == 64 and stats["standardizer"] is not None
+    out = tmp_path / "samples.csv"
+    subprocess.run([dgym, "sample", str(digits_run), "--n", "200", "--seed", "1", "--out", str(out)], check=True)
+    _, expected = read_csv(out)
+    got = run.sample(200, seed=1)
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+    # The sampler itself draws in the standardised space: not the data's units.
+    assert not np.allclose(run.sampler().sample(200, 1), got)
+    points = got[:40]
+    np.savetxt(tmp_path / "points.csv", points, delimiter=",", fmt="%.9g")
+    energies = tmp_path / "energy.csv"
+    subprocess.run(
+        [dgym, "energy", str(digits_run), "--points", str(tmp_path / "points.csv"), "--out", str(energies)],
+        check=True,
+    )
+    _, table = read_csv(energies)
+    np.testing.assert_array_equal(run.energy(points, raw=True).astype(np.float32), table[:, -1].astype(np.float32))
+    with pytest.raises(ValueError, match="64"):
+        run.energy(points[:, :10])

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::commands::sweep::dir::{read_json_object, read_plan, run_state, RunState, ERROR_FILE};
-use crate::commands::sweep::plan::{Plan, PlotSpec};
+use crate::commands::sweep::plan::{Plan, PlannedRun, PlotSpec};
 
 /// `t_{0.975, ν}` for ν = 1..=30 (two-sided 95 %).
 const T_975: [f64; 30] = [
@@ -292,6 +292,9 @@ pub fn aggregate(dir: &Path, options: &AggregateOptions) -> Result<Aggregated> {
         }
         markdown.push('\n');
     }
+    if metrics.len() > 1 {
+        markdown.push_str(&wide_table(dir, &plan, &metrics));
+    }
     let plot_path = match plot_spec(&plan, options)? {
         Some(spec) => {
             let path = dir.join(format!(
@@ -347,6 +350,93 @@ pub fn aggregate(dir: &Path, options: &AggregateOptions) -> Result<Aggregated> {
         csv_path,
         plot_path,
     })
+}
+
+/// A finished run's value of `metric` in its `eval.json`.
+fn run_value(dir: &Path, run: &PlannedRun, metric: &str) -> Option<f64> {
+    let run_dir = dir.join(&run.name);
+    if run_state(&run_dir) != RunState::Done {
+        return None;
+    }
+    read_json_object(&run_dir.join("eval.json"))
+        .and_then(|e| e.get(metric).and_then(serde_json::Value::as_f64))
+        .filter(|v| v.is_finite())
+}
+
+/// Every metric side by side, `mean ± std` over seeds per grid point, and a last row
+/// with the mean over the grid points: each seed's values averaged over the points
+/// (only seeds with a value at every point count), then mean ± std of those averages
+/// over the seeds, as the one-class anomaly literature reports "the mean over the ten
+/// classes".
+fn wide_table(dir: &Path, plan: &Plan, metrics: &[String]) -> String {
+    let mut points: Vec<(&str, &[String])> = Vec::new();
+    for run in &plan.runs {
+        if !points.iter().any(|(p, _)| *p == run.point) {
+            points.push((&run.point, &run.labels));
+        }
+    }
+    let axis_names: Vec<&str> = plan.axes.iter().map(|a| a.name.as_str()).collect();
+    let mut out = String::from(
+        "## All metrics (mean ± std over seeds; last row: mean over the grid points)\n\n| ",
+    );
+    for name in &axis_names {
+        out.push_str(&format!("{name} | "));
+    }
+    for m in metrics {
+        out.push_str(&format!("{m} | "));
+    }
+    out.push_str("\n|");
+    out.push_str(&"---|".repeat(axis_names.len() + metrics.len()));
+    out.push('\n');
+    let cell = |values: &[f64]| match seed_stats(values) {
+        None => "—".to_string(),
+        Some(s) => match s.std {
+            Some(std) => format!("{} ± {}", fmt(s.mean), fmt(std)),
+            None => fmt(s.mean),
+        },
+    };
+    for (point, labels) in &points {
+        out.push_str("| ");
+        for label in labels.iter() {
+            out.push_str(&format!("{label} | "));
+        }
+        for m in metrics {
+            let values: Vec<f64> = plan
+                .runs
+                .iter()
+                .filter(|r| r.point == *point)
+                .filter_map(|r| run_value(dir, r, m))
+                .collect();
+            out.push_str(&format!("{} | ", cell(&values)));
+        }
+        out.push('\n');
+    }
+    out.push_str("| ");
+    for (i, _) in axis_names.iter().enumerate() {
+        out.push_str(if i == 0 { "**mean** | " } else { " | " });
+    }
+    for m in metrics {
+        let per_seed: Vec<f64> = plan
+            .seeds
+            .iter()
+            .filter_map(|&seed| {
+                let values: Vec<Option<f64>> = points
+                    .iter()
+                    .map(|(point, _)| {
+                        plan.runs
+                            .iter()
+                            .find(|r| r.point == *point && r.seed == seed)
+                            .and_then(|r| run_value(dir, r, m))
+                    })
+                    .collect();
+                let values: Option<Vec<f64>> = values.into_iter().collect();
+                values.map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+            })
+            .collect();
+        out.push_str(&format!("**{}** | ", cell(&per_seed)));
+    }
+    out.push_str("\n\n");
+    out
 }
 
 fn csv_quote(s: &str) -> String {
