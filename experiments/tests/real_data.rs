@@ -241,13 +241,15 @@ fn digits_sets(extra: &[&str]) -> Vec<String> {
 fn one_class_digits_anomaly_detection_writes_every_method_per_outlier_class() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("zero");
-    let sets = digits_sets(&["data.inlier_classes=[0]"]);
+    let sets = digits_sets(&["data.inlier_classes=[0]", "eval.select=best"]);
     let sets_ref: Vec<&str> = sets.iter().map(String::as_str).collect();
     let run = dgym(dir.path(), &train_args_for(&gcd_config(), &out, &sets_ref));
     assert!(run.status.success(), "{}", stderr(&run));
     let eval = dgym(dir.path(), &["eval", out.to_str().unwrap()]);
     assert!(eval.status.success(), "{}", stderr(&eval));
 
+    let selection = json(&out.join("selected.json"));
+    assert!(selection["step"].as_u64().unwrap() >= 60, "{selection}");
     let report = json(&out.join("anomaly.json"));
     assert_eq!(report["protocol"], "one-class");
     // 178 zeros in the digits, 20 % of them in the test split.

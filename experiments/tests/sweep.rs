@@ -749,6 +749,54 @@ fn aggregate_counts_failed_and_missing_runs_and_computes_the_statistics() {
 }
 
 #[test]
+fn the_wide_table_averages_each_seed_over_the_grid_points_then_over_seeds() {
+    let tmp = TempDir::new().unwrap();
+    let file = sweep_file(
+        tmp.path(),
+        "wide.toml",
+        "",
+        "seeds = [0, 1]\nmetrics = [\"a\", \"b\"]\n[grid]\n\"finetune.baseline\" = { name = \"k\", values = [\"none\", \"value\"] }\n",
+    );
+    let out = tmp.path().join("out");
+    let script = tmp.path().join("wide.sbatch");
+    assert_ok(&sweep(
+        tmp.path(),
+        &file,
+        &out,
+        &["--emit-slurm", script.to_str().unwrap()],
+    ));
+    let finish = |run: &str, a: f64, b: f64| {
+        let d = out.join(run);
+        std::fs::create_dir_all(&d).unwrap();
+        write(&d.join("summary.json"), "{}");
+        write(&d.join("eval.json"), &format!("{{\"a\": {a}, \"b\": {b}}}"));
+    };
+    finish("k=none/seed=0", 1.0, 10.0);
+    finish("k=none/seed=1", 3.0, 10.0);
+    finish("k=value/seed=0", 5.0, 20.0);
+    // Seed 1 has no `b` at k=value: it drops out of b's mean row, not of a's.
+    let d = out.join("k=value/seed=1");
+    std::fs::create_dir_all(&d).unwrap();
+    write(&d.join("summary.json"), "{}");
+    write(&d.join("eval.json"), "{\"a\": 7.0}");
+    let o = dgym(tmp.path(), &["aggregate", out.to_str().unwrap()]);
+    assert_ok(&o);
+    let md = stdout(&o);
+    // Rows: mean ± std over seeds.
+    assert!(
+        md.contains("| none | 2.0000 ± 1.4142 | 10.0000 ± 0.0000 |"),
+        "{md}"
+    );
+    assert!(md.contains("| value | 6.0000 ± 1.4142 | 20.0000 |"), "{md}");
+    // a: seed 0 averages (1 + 5) / 2 = 3, seed 1 (3 + 7) / 2 = 5: 4 ± 1.4142.
+    // b: only seed 0 has every point: (10 + 20) / 2 = 15.
+    assert!(
+        md.contains("| **mean** | **4.0000 ± 1.4142** | **15.0000** |"),
+        "{md}"
+    );
+}
+
+#[test]
 fn sweep_keys_include_every_documented_key_and_unset_optional_ones() {
     let keys = denoise_gym_experiments::commands::sweep::config_keys(
         &denoise_gym_experiments::builtin::catalog().unwrap(),
