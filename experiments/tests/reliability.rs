@@ -167,6 +167,56 @@ fn a_kl_anchored_run_stopped_between_checkpoints_resumes_to_the_straight_numbers
     }
 }
 
+#[test]
+fn a_standardised_selecting_run_stopped_anywhere_resumes_to_the_straight_numbers() {
+    // A digits run with splits, standardisation, held-out curves and eval.select = "best",
+    // stopped as if killed in pretraining, at the hand-over and between fine-tuning
+    // checkpoints: the resumed run logs, selects and evaluates exactly as the straight one.
+    let mut sets = tiny_gcd();
+    sets.extend([
+        "data.dataset=digits",
+        "data.validation_fraction=0.15",
+        "data.test_fraction=0.15",
+        "data.standardize=true",
+        "data.min_std=0.1",
+        "eval.select=best",
+        "eval.eval_every=10",
+        "eval.snapshot_samples=100",
+    ]);
+    for stop_after in [33, 60, 75] {
+        let tmp = TempDir::new().unwrap();
+        let straight = straight_run(tmp.path(), &sets);
+        let run = stopped_run(tmp.path(), &sets, stop_after);
+        assert!(
+            !run.join("summary.json").exists(),
+            "stopped at {stop_after}"
+        );
+        let o = resume(tmp.path(), &run);
+        assert!(o.status.success(), "{stop_after}: {}", stderr(&o));
+        assert_eq!(rows(&straight), rows(&run), "{stop_after}");
+        for file in ["data_stats.json", "selected.json"] {
+            assert_eq!(
+                std::fs::read_to_string(straight.join(file)).unwrap(),
+                std::fs::read_to_string(run.join(file)).unwrap(),
+                "{stop_after}: {file}"
+            );
+        }
+        let summary = |dir: &Path| -> serde_json::Value {
+            let mut s: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                    .unwrap();
+            for key in ["eval", "eval_last", "eval_start", "selection"] {
+                assert!(s.get(key).is_some(), "{stop_after}: summary lacks {key}");
+            }
+            s.as_object_mut()
+                .unwrap()
+                .retain(|k, _| k.starts_with("eval") || k == "selection");
+            s
+        };
+        assert_eq!(summary(&straight), summary(&run), "{stop_after}");
+    }
+}
+
 /// Waits until `path` exists with content (or panics after a minute).
 fn wait_for(path: &Path, what: &str) {
     let started = Instant::now();
