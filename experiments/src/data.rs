@@ -92,6 +92,20 @@ pub struct PreparedData {
     pub splits: Option<TableSplits>,
 }
 
+/// `n` rows of `table` spread evenly over it (rows `⌊i · len / n⌋`, all rows when `n` is not
+/// smaller), row-major: a subsample that does not depend on how the file is sorted.
+pub fn spread_rows(table: &TabularDataset, n: usize) -> Vec<f32> {
+    let (len, dim) = (table.len(), table.dim());
+    let n = n.min(len);
+    let points = table.points();
+    (0..n)
+        .flat_map(|i| {
+            let row = i * len / n.max(1);
+            points[row * dim..(row + 1) * dim].iter().copied()
+        })
+        .collect()
+}
+
 impl PreparedData {
     /// The splits and their test split, when there is one.
     pub fn test_split(&self) -> Option<(&TableSplits, &TabularDataset)> {

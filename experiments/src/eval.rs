@@ -26,7 +26,7 @@ use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::{Dataset, TabularDataset};
 
-use crate::data::{PreparedData, TableSplits};
+use crate::data::{spread_rows, PreparedData, TableSplits};
 use rand::Rng;
 
 use crate::config::TrainConfig;
@@ -190,9 +190,8 @@ pub fn heldout_metrics(
     let mut m = swd_and_mmd(samples, data, dim, swd_directions, rng);
     m.extend(heldout_mmd(samples, data, dim));
     let train = splits.train.points();
-    let n_reference = reference.len().min(splits.train.len());
-    let train_subsample = &train[..n_reference * dim];
-    for (key, value) in heldout_mmd(train_subsample, data, dim) {
+    let train_subsample = spread_rows(&splits.train, reference.len());
+    for (key, value) in heldout_mmd(&train_subsample, data, dim) {
         if key.starts_with("mmd2_bw") || key == "mmd2_multiscale" {
             m.insert(format!("{key}_data_vs_data"), value);
         }

@@ -27,7 +27,7 @@ use crate::build::{
     Selection, SELECTION_FILE,
 };
 use crate::config::TrainConfig;
-use crate::data::TableSplits;
+use crate::data::{spread_rows, TableSplits};
 use crate::data::{write_data_stats, PreparedData, DATA_STATS_FILE};
 use crate::eval::{evaluate, heldout_mmd, log_eval, training_snapshot};
 use crate::registry::{Registry, RewardChoice};
@@ -468,9 +468,8 @@ impl<D: Backend> Callback<D> for HeldOut<D> {
                 let e = ebm.model.energy_host(points);
                 e.iter().map(|&v| v as f64).sum::<f64>() / e.len().max(1) as f64
             };
-            let rows = validation.len().min(self.splits.train.len());
             let e_validation = mean(validation.points());
-            let e_train = mean(&self.splits.train.points()[..rows * dim]);
+            let e_train = mean(&spread_rows(&self.splits.train, validation.len()));
             scalars.push(("ebm/energy_validation".into(), e_validation));
             scalars.push(("ebm/energy_train_points".into(), e_train));
             scalars.push(("ebm/energy_gap_heldout".into(), e_validation - e_train));
