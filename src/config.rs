@@ -222,8 +222,11 @@ pub fn render_documented<C: Serialize>(config: &C, sections: &[SectionDocs]) -> 
         };
         out.push_str(&format!("# {}\n[{}]\n", section.doc, section.name));
         for (field, doc) in &section.fields {
-            if let Some(v) = table.get(*field) {
-                out.push_str(&format!("# {doc}\n{field} = {v}\n"));
+            match table.get(*field) {
+                Some(v) => out.push_str(&format!("# {doc}\n{field} = {v}\n")),
+                // An optional key that is not set serialises to nothing; it is listed
+                // commented out so that every key can be found here.
+                None => out.push_str(&format!("# {doc}\n# {field} = (not set)\n")),
             }
         }
         out.push('\n');

@@ -510,6 +510,13 @@ fn config_prints_documented_defaults_and_overrides() {
         );
     }
     assert!(text.lines().any(|l| l == "n_steps = 4"), "{text}");
+    // An optional key that is not set is listed, commented out, under its doc.
+    let lines: Vec<&str> = text.lines().collect();
+    let unset = lines
+        .iter()
+        .position(|l| *l == "# label_column = (not set)")
+        .unwrap_or_else(|| panic!("data.label_column is not listed:\n{text}"));
+    assert!(lines[unset - 1].contains("column of class labels"), "{}", lines[unset - 1]);
     // Every key line is preceded by its one-line doc.
     let lines: Vec<&str> = text.lines().collect();
     let mut keys = 0;
