@@ -516,7 +516,11 @@ fn config_prints_documented_defaults_and_overrides() {
         .iter()
         .position(|l| *l == "# label_column = (not set)")
         .unwrap_or_else(|| panic!("data.label_column is not listed:\n{text}"));
-    assert!(lines[unset - 1].contains("column of class labels"), "{}", lines[unset - 1]);
+    assert!(
+        lines[unset - 1].contains("column of class labels"),
+        "{}",
+        lines[unset - 1]
+    );
     // Every key line is preceded by its one-line doc.
     let lines: Vec<&str> = text.lines().collect();
     let mut keys = 0;
