@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Times `dgym bench` and its PyTorch-eager reference one after the other on this machine
+# Times `dgym bench` and its PyTorch reference, eager and under torch.compile, one after the
+# other on this machine
 # and prints the side-by-side table (also written to bench/out/compare.md). Run by hand:
 #
 #   bench/compare.sh [--quick] [--rows dsm_step,gcd_reinforce] [--batches 64,256] [--block-seconds S]
@@ -48,6 +49,9 @@ echo "== dgym bench" >&2
 target/release/dgym bench --json bench/out/dgym.json "$@"
 echo "== PyTorch eager" >&2
 "$venv/bin/python" bench/torch_reference.py --json bench/out/torch.json "${torch_threads[@]}" "$@"
+echo "== PyTorch, torch.compile on every network (warm-up = compilation, reported apart)" >&2
+"$venv/bin/python" bench/torch_reference.py --compile --json bench/out/torch_compile.json "${torch_threads[@]}" "$@"
 echo >&2
-"$venv/bin/python" bench/compare.py bench/out/dgym.json bench/out/torch.json --markdown bench/out/compare.md
+"$venv/bin/python" bench/compare.py bench/out/dgym.json bench/out/torch.json bench/out/torch_compile.json \
+    --markdown bench/out/compare.md
 echo "wrote bench/out/compare.md" >&2

@@ -4,7 +4,7 @@
 Every row repeats one training or sampling iteration of the Rust code with the same
 shapes, losses, optimiser steps and recomputations, written from docs/algorithms.md and the
 Rust sources it mirrors (named at each function). Plain nn.Module / torch ops in eager
-mode: no torch.compile, no TorchScript. Numbers are not expected to equal Rust's (other
+mode (--compile: every network through torch.compile), no TorchScript. Numbers are not expected to equal Rust's (other
 random number generators, other initial draws); the work is.
 
     python bench/torch_reference.py [--json OUT] [--quick] [--threads N] [--rows a,b]
@@ -146,6 +146,11 @@ class Mlp(nn.Module):
         widths = [inputs] + [hidden] * depth + [outputs]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.act = {"silu": nn.SiLU(), "relu": nn.ReLU()}[activation]
+        if COMPILE["on"]:
+            # --compile: what a user reaching for speed does, `torch.compile` on the
+            # networks (forward and, through AOTAutograd, backward); the losses, the
+            # sampling loop and Adam stay eager Python, as in most training scripts.
+            self.forward = torch.compile(self.forward)
 
     def forward(self, x):
         last = len(self.layers) - 1
@@ -174,6 +179,8 @@ def grad_norm_and_clip(params, max_norm: float) -> float:
 # torch.optim.Adam implementation: PyTorch's CPU default is the per-tensor loop
 # ("single"); --adam foreach / fused select the multi-tensor and fused kernels.
 ADAM_KW = {}
+#: Set by --compile: every Mlp's forward goes through torch.compile.
+COMPILE = {"on": False}
 
 
 def adam(params, lr, betas=(0.9, 0.999)):
@@ -932,8 +939,11 @@ class Ddaebm:
 
 def time_iterations(quick, block_seconds, iterate):
     warmup, repeats = (1, 2) if quick else (3, 5)
+    start = time.perf_counter()
     for _ in range(warmup):
         iterate()
+    # With --compile the warm-up holds the compilation (every shape the row meets).
+    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     iterate()
     one = max(time.perf_counter() - start, 1e-7)
@@ -945,7 +955,7 @@ def time_iterations(quick, block_seconds, iterate):
             iterate()
         seconds.append((time.perf_counter() - start) / per_block)
     seconds.sort()
-    return repeats, per_block, seconds[0], seconds[len(seconds) // 2]
+    return repeats, per_block, seconds[0], seconds[len(seconds) // 2], warmup_s
 
 
 def bench_row(name, batch, quick, block_seconds):
@@ -973,11 +983,11 @@ def bench_row(name, batch, quick, block_seconds):
         iterate = state.train_step
     else:
         raise ValueError(f"unknown row {name!r}: expected one of {', '.join(ROW_NAMES)}")
-    repeats, per_block, min_s, median_s = time_iterations(quick, block_seconds, iterate)
+    repeats, per_block, min_s, median_s, warmup_s = time_iterations(quick, block_seconds, iterate)
     per_iteration = batch if unit == "samples/s" else 1
     return dict(name=name, batch=batch, n_steps=n_steps, width=width, unit=unit, repeats=repeats,
                 iterations_per_repeat=per_block, min_s=min_s, median_s=median_s,
-                rate=per_iteration / median_s)
+                rate=per_iteration / median_s, warmup_s=warmup_s)
 
 
 def cpu_model():
@@ -991,7 +1001,7 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def machine_info(adam_impl="single"):
+def machine_info(adam_impl="single", compiled=False):
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -1003,7 +1013,9 @@ def machine_info(adam_impl="single"):
     except ImportError:
         pass
     versions["blas"] = "mkl" if torch.backends.mkl.is_available() else "other"
-    profile = "eager" if adam_impl == "single" else f"eager, {adam_impl} Adam"
+    profile = "torch.compile (inductor) networks" if compiled else "eager"
+    if adam_impl != "single":
+        profile += f", {adam_impl} Adam"
     return dict(cores=cores, threads=torch.get_num_threads(), cpu=cpu_model(), profile=profile,
                 device="cpu", versions=versions)
 
@@ -1147,7 +1159,10 @@ def main(argv=None):
     parser.add_argument("--adam", choices=["single", "foreach", "fused"], default="single",
                         help="torch.optim.Adam implementation (default: single, PyTorch's CPU default)")
     parser.add_argument("--check", action="store_true", help="run the correctness checks instead")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every network (the warm-up, reported as warmup_s, holds the compilation)")
     args = parser.parse_args(argv)
+    COMPILE["on"] = args.compile
     torch.set_num_threads(max(args.threads or 1, 1))
     ADAM_KW.clear()
     if args.adam != "single":
@@ -1179,7 +1194,8 @@ def main(argv=None):
                   f"(median {row['median_s'] * 1e3:.3f} ms, min {row['min_s'] * 1e3:.3f} ms)",
                   file=sys.stderr, flush=True)
             results.append(row)
-    report = dict(implementation="pytorch-eager", machine=machine_info(args.adam), rows=results)
+    implementation = "pytorch-compile" if args.compile else "pytorch-eager"
+    report = dict(implementation=implementation, machine=machine_info(args.adam, args.compile), rows=results)
     print(to_markdown(report), end="")
     if args.json:
         with open(args.json, "w") as f:
