@@ -36,7 +36,7 @@ use serde_json::json;
 use crate::build::{load_energy_model, load_run_config, load_sampler, load_sampler_at};
 use crate::catalog::Catalog;
 use crate::config::TrainConfig;
-use crate::data::{DataStats, TableSplits, MIN_TEST_POINTS_PER_CLASS};
+use crate::data::{check_class_counts, DataStats, TableSplits};
 use crate::eval::Metrics;
 use crate::plots;
 
@@ -277,13 +277,17 @@ pub fn anomaly_report<D: Backend>(
             run_dir.display()
         );
     }
+    let mut outlier_classes: Vec<u32> = set
+        .labels
+        .iter()
+        .copied()
+        .filter(|l| !inliers.contains(l))
+        .collect();
+    outlier_classes.sort_unstable();
+    outlier_classes.dedup();
+    // Checked before any scoring: the scores of too few rows are not computed at all.
+    check_class_counts(&set.labels, inliers, &outlier_classes, &set.source)?;
     let count_inliers = set.labels.iter().filter(|l| inliers.contains(l)).count();
-    if count_inliers < MIN_TEST_POINTS_PER_CLASS {
-        bail!(
-            "{}: {count_inliers} inlier rows (classes {inliers:?}), an anomaly evaluation needs at least {MIN_TEST_POINTS_PER_CLASS}",
-            set.source
-        );
-    }
     let method_scores = score_all(dev, catalog, run_dir, config, splits, set)?;
     let mut flat = Metrics::new();
     let mut methods = serde_json::Map::new();
@@ -291,22 +295,9 @@ pub fn anomaly_report<D: Backend>(
     for (method, scores) in &method_scores.scores {
         let (inlier, outliers) = split_scores(scores, &set.labels, inliers);
         let all_outliers: Vec<f64> = outliers.values().flatten().copied().collect();
-        if all_outliers.is_empty() {
-            bail!(
-                "{}: no row of a class outside {inliers:?}: nothing to detect",
-                set.source
-            );
-        }
         let overall = detection_metrics(&inlier, &all_outliers)?;
         let mut per_class = serde_json::Map::new();
         for (class, scores) in &outliers {
-            if scores.len() < MIN_TEST_POINTS_PER_CLASS {
-                bail!(
-                    "{}: {} rows of class {class}, an anomaly evaluation needs at least {MIN_TEST_POINTS_PER_CLASS} per class",
-                    set.source,
-                    scores.len()
-                );
-            }
             let m = detection_metrics(&inlier, scores)?;
             per_class.insert(class_name(stats, *class), metrics_json(&m));
         }

@@ -58,6 +58,13 @@ impl DataStats {
         Ok(())
     }
 
+    /// A copy of model-space points (row-major) in the data's units.
+    pub fn in_data_units(&self, points: &[f32]) -> Result<Vec<f32>> {
+        let mut points = points.to_vec();
+        self.to_data_units(&mut points)?;
+        Ok(points)
+    }
+
     /// Maps points in the data's units (row-major) into the model's space.
     pub fn to_model_space(&self, points: &mut [f32]) -> Result<()> {
         if let Some(s) = &self.standardizer {
@@ -222,17 +229,42 @@ fn check_inliers(
         );
     }
     let test_labels = test.and_then(TabularDataset::labels).unwrap_or(&[]);
-    let count = |c: u32| test_labels.iter().filter(|&&l| l == c).count();
-    let test_inliers: usize = inliers.iter().map(|&c| count(c)).sum();
-    if test_inliers < MIN_TEST_POINTS_PER_CLASS {
+    let outlier_classes: Vec<u32> = classes
+        .iter()
+        .copied()
+        .filter(|c| !inliers.contains(c))
+        .collect();
+    check_class_counts(
+        test_labels,
+        inliers,
+        &outlier_classes,
+        "key data.test_fraction: the test split",
+    )
+}
+
+/// The rows an anomaly evaluation scores (`labels`) must hold at least
+/// [`MIN_TEST_POINTS_PER_CLASS`] inlier rows and as many of every class in
+/// `outlier_classes`, of which there must be one; `source` names the rows in the message.
+pub fn check_class_counts(
+    labels: &[u32],
+    inliers: &[u32],
+    outlier_classes: &[u32],
+    source: &str,
+) -> Result<()> {
+    let count = |c: u32| labels.iter().filter(|&&l| l == c).count();
+    let n_inliers: usize = inliers.iter().map(|&c| count(c)).sum();
+    if n_inliers < MIN_TEST_POINTS_PER_CLASS {
         bail!(
-            "key data.test_fraction: the test split holds {test_inliers} inlier points, an anomaly evaluation needs at least {MIN_TEST_POINTS_PER_CLASS}"
+            "{source} holds {n_inliers} inlier rows (classes {inliers:?}), an anomaly evaluation needs at least {MIN_TEST_POINTS_PER_CLASS}"
         );
     }
-    for &c in classes.iter().filter(|c| !inliers.contains(c)) {
+    if outlier_classes.is_empty() {
+        bail!("{source} holds no row of a class outside {inliers:?}: nothing to detect");
+    }
+    for &c in outlier_classes {
         if count(c) < MIN_TEST_POINTS_PER_CLASS {
             bail!(
-                "key data.test_fraction: the test split holds {} points of class {c}, an anomaly evaluation needs at least {MIN_TEST_POINTS_PER_CLASS} per class",
+                "{source} holds {} rows of class {c}, an anomaly evaluation needs at least {MIN_TEST_POINTS_PER_CLASS} per class",
                 count(c)
             );
         }

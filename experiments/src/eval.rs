@@ -152,12 +152,20 @@ pub fn mmd2_bandwidth_key(factor: f64) -> String {
     format!("mmd2_bw_{factor}")
 }
 
+/// Rows of each sample the held-out MMD² and its bandwidth use.
+const HELDOUT_MAX_POINTS: usize = 2000;
+
+/// The median pairwise distance of a held-out split: the bandwidth [`heldout_mmd`] scales,
+/// fixed by the data alone so that every method is measured with the same kernels.
+pub fn heldout_bandwidth(reference: &[f32], dim: usize) -> f64 {
+    denoise_gym::metrics::median_bandwidth(reference, &[], dim, HELDOUT_MAX_POINTS)
+}
+
 /// Unbiased MMD² of `samples` against a held-out split at [`HELDOUT_BANDWIDTH_FACTORS`] ×
-/// the median pairwise distance of the split (a bandwidth fixed by the data alone, so
-/// every method is measured with the same kernels), and their sum, `mmd2_multiscale`.
-pub fn heldout_mmd(samples: &[f32], reference: &[f32], dim: usize) -> Metrics {
-    const MAX_POINTS: usize = 2000;
-    let h = denoise_gym::metrics::median_bandwidth(reference, &[], dim, MAX_POINTS);
+/// `h`, the split's [`heldout_bandwidth`] (computed once per split by the caller), and
+/// their sum, `mmd2_multiscale`.
+pub fn heldout_mmd(samples: &[f32], reference: &[f32], dim: usize, h: f64) -> Metrics {
+    const MAX_POINTS: usize = HELDOUT_MAX_POINTS;
     let bandwidths: Vec<f64> = HELDOUT_BANDWIDTH_FACTORS.iter().map(|f| f * h).collect();
     let values =
         denoise_gym::metrics::mmd2_unbiased(samples, reference, dim, &bandwidths, MAX_POINTS);
@@ -188,19 +196,16 @@ pub fn heldout_metrics(
     let dim = reference.dim();
     let data = reference.points();
     let mut m = swd_and_mmd(samples, data, dim, swd_directions, rng);
-    m.extend(heldout_mmd(samples, data, dim));
+    let h = heldout_bandwidth(data, dim);
+    m.extend(heldout_mmd(samples, data, dim, h));
     let train = splits.train.points();
     let train_subsample = spread_rows(&splits.train, reference.len());
-    for (key, value) in heldout_mmd(&train_subsample, data, dim) {
+    for (key, value) in heldout_mmd(&train_subsample, data, dim, h) {
         if key.starts_with("mmd2_bw") || key == "mmd2_multiscale" {
             m.insert(format!("{key}_data_vs_data"), value);
         }
     }
-    let in_units = |points: &[f32]| -> Result<Vec<f32>> {
-        let mut points = points.to_vec();
-        splits.stats.to_data_units(&mut points)?;
-        Ok(points)
-    };
+    let in_units = |points: &[f32]| splits.stats.in_data_units(points);
     let (train_units, samples_units, reference_units) =
         (in_units(train)?, in_units(samples)?, in_units(data)?);
     let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;

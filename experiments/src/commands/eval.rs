@@ -164,11 +164,7 @@ fn digit_figures<D: Backend>(
     has_energy: bool,
 ) -> Result<Vec<&'static str>> {
     let dim = test.dim();
-    let units = |points: &[f32]| -> Result<Vec<f32>> {
-        let mut points = points.to_vec();
-        splits.stats.to_data_units(&mut points)?;
-        Ok(points)
-    };
+    let units = |points: &[f32]| splits.stats.in_data_units(points);
     let shown = |points: &[f32]| points[..points.len().min(DIGITS_SHOWN * dim)].to_vec();
     let generated = units(&shown(samples))?;
     let real = units(&shown(test.points()))?;

@@ -18,7 +18,7 @@ use denoise_gym::sampler::Sampler;
 use denoise_gym::tensor::Backend;
 use denoise_gym::train::{Cadence, Callback, Phase, PhaseEnd, RunDir, Trainer, TrainerOptions};
 use denoise_gym_agents::ddaebm::DdaebmPhase;
-use denoise_gym_envs::Dataset;
+use denoise_gym_envs::{Dataset, TabularDataset};
 use serde_json::json;
 
 use crate::build::{
@@ -27,9 +27,9 @@ use crate::build::{
     Selection, SELECTION_FILE,
 };
 use crate::config::TrainConfig;
-use crate::data::{spread_rows, TableSplits};
+use crate::data::spread_rows;
 use crate::data::{write_data_stats, PreparedData, DATA_STATS_FILE};
-use crate::eval::{evaluate, heldout_mmd, log_eval, training_snapshot};
+use crate::eval::{evaluate, heldout_bandwidth, heldout_mmd, log_eval, training_snapshot};
 use crate::registry::{Registry, RewardChoice};
 use denoise_gym::rng::Stream;
 
@@ -308,25 +308,19 @@ fn run_phases<D: Backend>(
         let selected = load_sampler_at(dev, &config, &checkpoint, &path)?;
         let selected_eval = evaluate(&selected, &data, &config)?;
         summary["eval_last"] = last_eval;
-        summary["selection"] = json!({
-            "select": "best",
-            "checkpoint": selection.checkpoint,
-            "step": selection.step,
-            "finetune_iteration": selection.finetune_iteration,
-            "criterion": selection.criterion,
-            "value": selection.value,
-            "candidates": selection.candidates,
-            "why": if selection.finetune_iteration == finetune.iteration {
-                "the last checkpoint has the lowest validation criterion".to_string()
-            } else if selection.finetune_iteration == 0 {
-                "no fine-tuned checkpoint beats the sampler fine-tuning started from on the validation split: the start is handed back".to_string()
-            } else {
-                format!(
-                    "the validation criterion is lowest at fine-tuning iteration {} of {}",
-                    selection.finetune_iteration, finetune.iteration
-                )
-            },
+        let mut entry = serde_json::to_value(&selection)?;
+        entry["select"] = json!("best");
+        entry["why"] = json!(if selection.finetune_iteration == finetune.iteration {
+            "the last checkpoint has the lowest validation criterion".to_string()
+        } else if selection.finetune_iteration == 0 {
+            "no fine-tuned checkpoint beats the sampler fine-tuning started from on the validation split: the start is handed back".to_string()
+        } else {
+            format!(
+                "the validation criterion is lowest at fine-tuning iteration {} of {}",
+                selection.finetune_iteration, finetune.iteration
+            )
         });
+        summary["selection"] = entry;
         denoise_gym::io::write_atomic(
             &trainer.run_dir().root.join(SELECTION_FILE),
             serde_json::to_string_pretty(&selection)?.as_bytes(),
@@ -424,7 +418,11 @@ fn finish<D: Backend>(trainer: Trainer<D>, summary: serde_json::Value) -> Result
 /// memorises the training points gives them lower energy than unseen points of the same
 /// law, and the gap grows.
 struct HeldOut<D: Backend> {
-    splits: TableSplits,
+    validation: TabularDataset,
+    /// The validation split's [`heldout_bandwidth`], computed once.
+    bandwidth: f64,
+    /// As many training points as the validation split has, spread over the train split.
+    train_points: Vec<f32>,
     reward: Rc<RefCell<RewardChoice<D>>>,
     n_samples: usize,
     seed: u64,
@@ -437,9 +435,11 @@ impl<D: Backend> HeldOut<D> {
         reward: Rc<RefCell<RewardChoice<D>>>,
     ) -> Option<Self> {
         let splits = data.splits.as_ref()?;
-        splits.validation.as_ref()?;
+        let validation = splits.validation.clone()?;
         Some(Self {
-            splits: splits.clone(),
+            bandwidth: heldout_bandwidth(validation.points(), validation.dim()),
+            train_points: spread_rows(&splits.train, validation.len()),
+            validation,
             reward,
             n_samples: config.eval.snapshot_samples.max(2),
             seed: config.run.seed,
@@ -455,13 +455,15 @@ impl<D: Backend> Callback<D> for HeldOut<D> {
         scalars: &mut Stats,
         _logger: &mut dyn Logger,
     ) -> denoise_gym::Result<()> {
-        let Some(validation) = &self.splits.validation else {
-            return Ok(());
-        };
-        let dim = validation.dim();
+        let validation = &self.validation;
         let mut rng = Stream::Eval.rng(self.seed ^ step.rotate_left(17) ^ 0x5EED_5A1D);
         let samples = sampler.sample(self.n_samples, &mut rng).as_vec();
-        let mmd = heldout_mmd(&samples, validation.points(), dim);
+        let mmd = heldout_mmd(
+            &samples,
+            validation.points(),
+            validation.dim(),
+            self.bandwidth,
+        );
         scalars.push(("eval/val_mmd2_multiscale".into(), mmd["mmd2_multiscale"]));
         if let RewardChoice::Ebm(ebm) = &*self.reward.borrow() {
             let mean = |points: &[f32]| {
@@ -469,7 +471,7 @@ impl<D: Backend> Callback<D> for HeldOut<D> {
                 e.iter().map(|&v| v as f64).sum::<f64>() / e.len().max(1) as f64
             };
             let e_validation = mean(validation.points());
-            let e_train = mean(&spread_rows(&self.splits.train, validation.len()));
+            let e_train = mean(&self.train_points);
             scalars.push(("ebm/energy_validation".into(), e_validation));
             scalars.push(("ebm/energy_train_points".into(), e_train));
             scalars.push(("ebm/energy_gap_heldout".into(), e_validation - e_train));
@@ -494,6 +496,7 @@ fn select_checkpoint<D: Backend>(
     let Some(validation) = data.splits.as_ref().and_then(|s| s.validation.as_ref()) else {
         bail!("key eval.select: \"best\" needs a validation split (data.validation_fraction > 0)");
     };
+    let bandwidth = heldout_bandwidth(validation.points(), validation.dim());
     let mut ranked: Vec<(u64, f64, String)> = Vec::new();
     let mut found = trainer.run_dir().numbered_checkpoints();
     found.reverse();
@@ -508,7 +511,8 @@ fn select_checkpoint<D: Backend>(
         let sampler = load_sampler_at(dev, config, &checkpoint, &path)?;
         let mut rng = Stream::Eval.rng(config.run.seed);
         let samples = sampler.sample(config.eval.n_samples, &mut rng).as_vec();
-        let value = heldout_mmd(&samples, validation.points(), validation.dim())["mmd2_multiscale"];
+        let value = heldout_mmd(&samples, validation.points(), validation.dim(), bandwidth)
+            ["mmd2_multiscale"];
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
