@@ -1202,15 +1202,6 @@ impl TabularDataset {
         })
     }
 
-    /// A new table holding only the rows whose label is in `keep`; the same as
-    /// [`filter_labels`](Self::filter_labels).
-    ///
-    /// # Errors
-    /// As [`filter_labels`](Self::filter_labels).
-    pub fn select_labels(&self, keep: &[u32]) -> Result<Self, DataError> {
-        self.filter_labels(keep)
-    }
-
     /// A transformed copy: `f` is called on every row (`dim()` values) of a copy of the
     /// points, in order; the name and labels are kept.
     ///
@@ -1519,11 +1510,16 @@ impl Standardizer {
     pub fn apply(&self, points: &mut [f32]) -> Result<(), DataError> {
         self.check(points.len())?;
         for row in points.chunks_exact_mut(self.dim()) {
-            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
-                *x = ((f64::from(*x) - m) / s) as f32;
-            }
+            self.standardise_row(row);
         }
         Ok(())
+    }
+
+    /// `x ↦ (x − mean) / scale` on one row of parameters already [`check`](Self::check)ed.
+    fn standardise_row(&self, row: &mut [f32]) {
+        for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+            *x = ((f64::from(*x) - m) / s) as f32;
+        }
     }
 
     /// Undoes [`apply`](Self::apply) in place: `x ↦ x · scale + mean` per column.
@@ -1557,13 +1553,8 @@ impl Standardizer {
                 format!("{:?} with rows of {}", table.name, table.dim),
             ));
         }
-        let mut points = table.points.clone();
-        self.apply(&mut points)?;
-        let out = TabularDataset::from_points(table.name.clone(), table.dim, points)?;
-        Ok(TabularDataset {
-            labels: table.labels.clone(),
-            ..out
-        })
+        self.check(table.points.len())?;
+        table.map_points(|row| self.standardise_row(row))
     }
 }
 

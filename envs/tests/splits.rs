@@ -465,18 +465,21 @@ fn empty_splits_are_errors_naming_the_split_and_sizes() {
 }
 
 #[test]
-fn select_labels_and_map_points() {
+fn filter_labels_and_map_points() {
     let t = labelled(&[(0, 3), (1, 2), (2, 2)]);
-    let some = t.select_labels(&[2, 0]).expect("some rows");
-    assert_eq!(
-        some.points(),
-        t.filter_labels(&[2, 0]).expect("rows").points()
-    );
+    let some = t.filter_labels(&[2, 0]).expect("some rows");
+    // The kept rows are exactly the rows of classes 0 and 2, in the table's order.
+    let labels = t.labels().expect("labels");
+    let expected: Vec<f32> = (0..t.len())
+        .filter(|&i| labels[i] != 1)
+        .flat_map(|i| t.row(i).expect("row").to_vec())
+        .collect();
+    assert_eq!(some.points(), expected.as_slice());
     assert!(some
         .labels()
         .is_some_and(|l| l.len() == 5 && l.iter().all(|&v| v == 0 || v == 2)));
     assert!(matches!(
-        t.select_labels(&[9]),
+        t.filter_labels(&[9]),
         Err(DataError::NoRows { .. })
     ));
 
