@@ -951,10 +951,23 @@ fn draw_legend<'a, 'b: 'a>(
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
     >,
 ) -> Result<()> {
+    draw_legend_at(chart, SeriesLabelPosition::UpperRight, TICK_FONT)
+}
+
+/// [`draw_legend`] at `position` with labels of `font` size.
+fn draw_legend_at<'a, 'b: 'a>(
+    chart: &mut ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    position: SeriesLabelPosition,
+    font: u32,
+) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", TICK_FONT))
+        .position(position)
+        .label_font(("sans-serif", font))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
@@ -1137,14 +1150,8 @@ pub fn roc_curves(path: &Path, curves: &[(String, Vec<(f64, f64)>)], title: &str
                     PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", LABEL_FONT))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
+        // Lower right: the curves of good detectors fill the upper left.
+        draw_legend_at(&mut chart, SeriesLabelPosition::LowerRight, LABEL_FONT)
     })
 }
 
