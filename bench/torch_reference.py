@@ -937,6 +937,12 @@ class Ddaebm:
 # Timing and rows.
 
 
+def synchronize():
+    """Waits for the GPU's queued work (a no-op on the CPU), so a block's time holds it."""
+    if torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_iterations(quick, block_seconds, iterate):
     warmup, repeats = (1, 2) if quick else (3, 5)
     start = time.perf_counter()
@@ -950,9 +956,11 @@ def time_iterations(quick, block_seconds, iterate):
     per_block = min(max(math.ceil(block_seconds / one), 1), 100_000)
     seconds = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         for _ in range(per_block):
             iterate()
+        synchronize()
         seconds.append((time.perf_counter() - start) / per_block)
     seconds.sort()
     return repeats, per_block, seconds[0], seconds[len(seconds) // 2], warmup_s
@@ -1016,8 +1024,11 @@ def machine_info(adam_impl="single", compiled=False):
     profile = "torch.compile (inductor) networks" if compiled else "eager"
     if adam_impl != "single":
         profile += f", {adam_impl} Adam"
+    device = torch.get_default_device()
+    if device.type == "cuda":
+        versions["gpu"] = torch.cuda.get_device_name(device)
     return dict(cores=cores, threads=torch.get_num_threads(), cpu=cpu_model(), profile=profile,
-                device="cpu", versions=versions)
+                device=device.type, versions=versions)
 
 
 def to_markdown(report):
@@ -1161,7 +1172,10 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true", help="run the correctness checks instead")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every network (the warm-up, reported as warmup_s, holds the compilation)")
+    parser.add_argument("--device", default="cpu",
+                        help="the torch device every tensor is made on (cpu, cuda)")
     args = parser.parse_args(argv)
+    torch.set_default_device(args.device)
     COMPILE["on"] = args.compile
     torch.set_num_threads(max(args.threads or 1, 1))
     ADAM_KW.clear()

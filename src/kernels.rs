@@ -449,65 +449,85 @@ multiversion! {
 }
 
 /// An MLP call with at least this many multiply-adds (rows × the network's weights) runs
-/// its rows in two halves, one per core, forward and backward ([`crate::fork::join`]):
+/// as several row blocks on the pool's threads ([`crate::fork`]), forward and backward:
 /// one fork per pass rather than one per product. With `rayon::join` (a parked worker to
-/// wake, 30-100 µs on this 2-core VM) the break-even was 2^23; with the spinning helper
+/// wake, 30-100 µs on this 2-core VM) the break-even was 2^23; with the spinning helpers
 /// it is far lower. Measured with `dgym bench`, 4 interleaved runs each (best of 4): 2^19
 /// against 2^23 took T = 4 sampling at batch 200 from 267k to 427k samples/s and GCD at
 /// batch 200 from 238 to 272 it/s, and was within the noise elsewhere.
 const PARALLEL_MLP_MIN_WORK: usize = 1 << 19;
 
-/// Whether this process forks work onto a second core (`RAYON_NUM_THREADS`, or the cores).
-fn two_threads() -> bool {
-    rayon::current_num_threads() >= 2
+/// A block has at least this many rows once a pass has four or more: a pass of up to 511
+/// rows runs as two halves, a larger one as 4, 8 or 16 blocks of 128-255 rows, which gemm
+/// still runs near its rate.
+const ROWS_PER_BLOCK: usize = 128;
+
+/// The most blocks a pass is cut into: the cores of the largest machine this was sized
+/// for (a 16-core GPU host). More blocks than threads balance by themselves (each thread
+/// claims the next block), and each costs one more partial weight gradient to add.
+const MAX_BLOCKS: usize = 16;
+
+/// The row blocks of a pass over `rows` rows that costs `work` multiply-adds: one block
+/// below [`PARALLEL_MLP_MIN_WORK`], else a power of two of near-equal blocks: at least
+/// two, at most [`MAX_BLOCKS`], with at least [`ROWS_PER_BLOCK`] rows and half the
+/// minimum work each once there are more than two. It depends on the pass's
+/// shape alone, never on the thread count, so 1, 2 or 16 threads add the same partial
+/// gradients in the same order and give the same numbers.
+pub fn row_blocks(rows: usize, work: usize) -> Vec<Range<usize>> {
+    let count = if rows < 2 || work < PARALLEL_MLP_MIN_WORK {
+        1
+    } else {
+        let by_rows = (rows / ROWS_PER_BLOCK).max(2);
+        let by_work = work / (PARALLEL_MLP_MIN_WORK / 2);
+        let most = by_rows.min(by_work).min(MAX_BLOCKS);
+        // The largest power of two at or below `most` (which is at least 2).
+        1 << most.ilog2()
+    };
+    (0..count)
+        .map(|i| i * rows / count..(i + 1) * rows / count)
+        .collect()
 }
 
-/// Whether a pass over `rows` rows that costs `work` multiply-adds runs as two row blocks.
-fn splits(rows: usize, work: usize) -> bool {
-    two_threads() && rows >= 2 && work >= PARALLEL_MLP_MIN_WORK
-}
-
-/// `f(block, block_rows)` over the rows of `x` (`inputs` wide, row-major): in two halves,
-/// the second on the helper thread, when `split`; else once over all of them.
+/// `f(block, block_rows)` over the row blocks of `x` (`inputs` wide, row-major) that
+/// [`row_blocks`] cuts a pass of `work` multiply-adds into, on the pool's threads.
 fn in_row_blocks<R: Send>(
     x: &[f32],
     inputs: usize,
     rows: usize,
-    split: bool,
+    work: usize,
     f: impl Fn(&[f32], usize) -> R + Sync,
 ) -> Vec<R> {
-    if !split {
-        return vec![f(x, rows)];
+    let blocks = row_blocks(rows, work);
+    if let [only] = blocks.as_slice() {
+        return vec![f(x, only.len())];
     }
-    let half = rows / 2;
-    let (top, bottom) = x.split_at(half * inputs);
-    let (a, b) = crate::fork::join(|| f(top, half), || f(bottom, rows - half));
-    vec![a, b]
+    crate::fork::for_each_index(blocks.len(), |i| {
+        let rows = blocks[i].clone();
+        f(&x[rows.start * inputs..rows.end * inputs], rows.len())
+    })
 }
 
 /// `f(block, its rows of the batch)` for each row block a forward pass ran as (see
-/// [`in_row_blocks`]), the second on the helper thread when there are two: a backward pass
-/// follows its forward pass's split.
+/// [`in_row_blocks`]), on the pool's threads: a backward pass follows its forward pass's
+/// blocks.
 fn over_row_blocks<B: Sync, R: Send>(
     blocks: &[B],
     rows_of: impl Fn(&B) -> usize,
     f: impl Fn(&B, Range<usize>) -> R + Sync,
 ) -> Vec<R> {
-    if let [a, b] = blocks {
-        let split = rows_of(a);
-        let end = split + rows_of(b);
-        let (ra, rb) = crate::fork::join(|| f(a, 0..split), || f(b, split..end));
-        return vec![ra, rb];
-    }
     let mut start = 0;
-    blocks
+    let ranges: Vec<Range<usize>> = blocks
         .iter()
         .map(|block| {
             let rows = start..start + rows_of(block);
             start = rows.end;
-            f(block, rows)
+            rows
         })
-        .collect()
+        .collect();
+    if let ([block], [rows]) = (blocks, ranges.as_slice()) {
+        return vec![f(block, rows.clone())];
+    }
+    crate::fork::for_each_index(blocks.len(), |i| f(&blocks[i], ranges[i].clone()))
 }
 
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
@@ -757,7 +777,7 @@ fn mlp_forward_with<T: Tape<f32, Cpu> + Merge<T>>(
             &host_data(&x),
             inputs,
             rows,
-            splits(rows, rows * weights_per_row),
+            rows * weights_per_row,
             |block, n| forward_block(&layers, activation, block, n, T::OWNS_TAPE),
         )
     };
@@ -841,7 +861,7 @@ pub fn mlp_forward_constant_suffix(mlp: &Mlp<Cpu>, x: &Matrix<Cpu>, suffix: &[f3
         &host_data(x),
         cols,
         rows,
-        splits(rows, rows * weights_per_row),
+        rows * weights_per_row,
         |block, n| forward_block(&layers, activation, block, n, false).output,
     )
     .concat();
@@ -900,7 +920,7 @@ pub fn relu_mlp_value_and_input_gradient<T: Tape<f32, Cpu> + Merge<T>>(
             &host_data(&x),
             inputs,
             rows,
-            splits(rows, 2 * rows * weights_per_row),
+            2 * rows * weights_per_row,
             |block, n| input_gradient_block(&host, block, n, dim),
         )
     };
@@ -1086,33 +1106,32 @@ pub fn adam_step(
     let (one_minus_beta1, one_minus_beta2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
     let (beta1, beta2) = (beta1 as f32, beta2 as f32);
     let coefficients = [beta1, beta2, one_minus_beta1, one_minus_beta2];
-    if p.len() >= PARALLEL_ELEMENTWISE_MIN && two_threads() {
-        let half = p.len() / 2;
-        let (p_top, p_bottom) = p.split_at_mut(half);
-        let (m_top, m_bottom) = m.split_at_mut(half);
-        let (v_top, v_bottom) = v.split_at_mut(half);
-        let (g_top, g_bottom) = g.split_at(half);
-        crate::fork::join(
-            || adam_elementwise(p_top, (m_top, v_top), g_top, coefficients, lr_t, eps_t),
-            || {
-                adam_elementwise(
-                    p_bottom,
-                    (m_bottom, v_bottom),
-                    g_bottom,
-                    coefficients,
-                    lr_t,
-                    eps_t,
-                )
-            },
-        );
-    } else {
+    // Element-wise: any cut gives the same numbers, so this one may follow the threads.
+    let pieces = (p.len() / PARALLEL_ELEMENTWISE_MIN).clamp(1, crate::fork::threads());
+    if pieces == 1 {
         adam_elementwise(p, (m, v), g, coefficients, lr_t, eps_t);
+    } else {
+        let chunk = p.len().div_ceil(pieces);
+        let parts: Vec<std::sync::Mutex<_>> = p
+            .chunks_mut(chunk)
+            .zip(m.chunks_mut(chunk))
+            .zip(v.chunks_mut(chunk))
+            .zip(g.chunks(chunk))
+            .map(|parts| std::sync::Mutex::new(Some(parts)))
+            .collect();
+        crate::fork::for_each_index(parts.len(), |i| {
+            // Each index takes its own part, once.
+            let part = parts[i].lock().ok().and_then(|mut part| part.take());
+            if let Some((((p, m), v), g)) = part {
+                adam_elementwise(p, (m, v), g, coefficients, lr_t, eps_t);
+            }
+        });
     }
     true
 }
 
-/// A parameter with at least this many elements takes its Adam step in two halves, one
-/// per core: the step streams four buffers that a training iteration has mostly evicted
+/// A parameter with at least this many elements per thread takes its Adam step in pieces
+/// on the pool's threads: the step streams four buffers that a training iteration has mostly evicted
 /// from cache, and each core brings its own bandwidth (DDAEBM's 300 × 300 weights).
 const PARALLEL_ELEMENTWISE_MIN: usize = 1 << 15;
 

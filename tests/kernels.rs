@@ -3,7 +3,7 @@
 //! without a tape; Adam's fused step bit for bit; the vectorised `exp` against `f32::exp`;
 //! and every public kernel's refusal of shapes it cannot compute with.
 
-use denoise_gym::kernels::{adam_step, host_view, mlp_forward_constant_suffix};
+use denoise_gym::kernels::{adam_step, host_view, mlp_forward_constant_suffix, row_blocks};
 use denoise_gym::nn::{Activation, Mlp, Parameterized};
 use denoise_gym::optim::{global_norm, gradients_of};
 use denoise_gym::tensor::{matrix, Matrix};
@@ -86,14 +86,58 @@ fn fused_relu_mlp_matches_composed_forward_and_gradients() {
 }
 
 #[test]
-fn fused_mlp_splits_large_calls_into_two_row_blocks_with_the_same_result() {
-    // 600 rows × 19k weights: above the threshold at which a call runs as two row blocks.
+fn fused_mlp_cut_into_row_blocks_matches_the_composed_pass() {
+    // 600 rows × 19k weights: 4 row blocks; 2,000 rows: 8 (the partial gradients of
+    // every block are added).
+    let weights = 20 * 128 + 128 * 128 + 128 * 3;
+    assert_eq!(row_blocks(600, 600 * weights).len(), 4);
     compare(Activation::Silu, 600, (20, 128, 2, 3));
+    assert_eq!(row_blocks(2000, 2000 * weights).len(), 8);
+    compare(Activation::Relu, 2000, (20, 128, 2, 3));
+}
+
+#[test]
+fn row_blocks_cover_the_rows_in_order_and_depend_on_the_shape_alone() {
+    let weights = 33_000;
+    // (rows, blocks): a small pass is one block; 2 up to 511 rows; then 128-255 rows a
+    // block, at most 16.
+    for (rows, blocks) in [
+        (1, 1),
+        (10, 1),
+        (64, 2),
+        (256, 2),
+        (511, 2),
+        (512, 4),
+        (1023, 4),
+        (1024, 8),
+        (2048, 16),
+        (100_000, 16),
+    ] {
+        let cut = row_blocks(rows, rows * weights);
+        assert_eq!(cut.len(), blocks, "{rows} rows");
+        assert_eq!(cut[0].start, 0);
+        assert_eq!(cut.last().unwrap().end, rows);
+        for pair in cut.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "{rows} rows: contiguous");
+        }
+        let sizes: Vec<usize> = cut.iter().map(|r| r.len()).collect();
+        let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        assert!(
+            most - least <= 1,
+            "{rows} rows: near-equal blocks {sizes:?}"
+        );
+    }
+    // Little work per row: blocks keep at least 2^18 multiply-adds each.
+    assert_eq!(row_blocks(4096, 4096 * 100).len(), 1);
+    assert_eq!(row_blocks(4096, 4096 * 200).len(), 2);
+    assert_eq!(row_blocks(4096, 4096 * 300).len(), 4);
+    // The old two-way cut put the first rows / 2 rows in the first block.
+    assert_eq!(row_blocks(201, 201 * weights), vec![0..100, 100..201]);
 }
 
 #[test]
 fn fused_adam_step_equals_the_composed_step_bit_for_bit() {
-    // 5 × 7, and 300 × 300: large enough to be updated in two halves on two threads.
+    // 5 × 7, and 300 × 300: large enough to be updated in pieces on the pool's threads.
     check_adam_step(5, 7);
     check_adam_step(300, 300);
 }

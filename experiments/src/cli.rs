@@ -201,6 +201,10 @@ enum Command {
         /// Seconds one timed block lasts.
         #[arg(long, value_name = "S")]
         block_seconds: Option<f64>,
+        /// Thread counts to bench one after another, comma-separated (each in a child
+        /// process with that `RAYON_NUM_THREADS`), followed by a scaling table.
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
     },
     /// Print the resolved config with every default and its one-line doc.
     Config {
@@ -427,6 +431,7 @@ fn run(cli: Cli, registry: &Registry<Device>) -> Result<ExitCode> {
             rows,
             batches,
             block_seconds,
+            threads,
         } => {
             use crate::commands::bench;
             let options = bench::BenchOptions {
@@ -444,6 +449,16 @@ fn run(cli: Cli, registry: &Registry<Device>) -> Result<ExitCode> {
                     .append(true)
                     .open(path)
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            if !threads.is_empty() {
+                let reports = bench::run_thread_scaling(&options, &threads)?;
+                print!("{}", bench::scaling_markdown(&reports));
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&reports)?)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             let device_name = if cfg!(feature = "cuda") {
                 "cuda"

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use denoise_gym::rng::Stream;
 use denoise_gym::tensor::Backend;
 use denoise_gym_envs::Dataset;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::build::{
     build_dataset, build_policy, data_batches, ddaebm_phase, dsm_phase, finetune_phase,
@@ -83,7 +83,7 @@ pub struct BenchOptions {
 }
 
 /// One timed row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchRow {
     /// Which iteration (one of [`ROW_NAMES`]).
     pub name: String,
@@ -114,11 +114,11 @@ pub struct BenchRow {
 }
 
 /// The machine and build a bench ran on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MachineInfo {
     /// Logical cores the process may use.
     pub cores: usize,
-    /// Threads of the matmul thread pool (rayon).
+    /// Threads of the fused kernels' pool (`denoise_gym::fork::threads`).
     pub threads: usize,
     /// CPU model name.
     pub cpu: String,
@@ -130,12 +130,12 @@ pub struct MachineInfo {
     pub versions: std::collections::BTreeMap<String, String>,
     /// GFLOP/s of the fused kernels' matmul alone on `1024 × 128 · 128 × 128` (one
     /// thread, the shape of a batch-1024 hidden layer) and `4096 × 128 · 128 × 128`
-    /// (two row halves on two threads): what a matmul-bound iteration could reach.
+    /// (one row block per thread): what a matmul-bound iteration could reach.
     pub gemm_gflops: std::collections::BTreeMap<String, f64>,
 }
 
 /// The whole report (`--json` writes it).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     /// `denoise-gym` (the PyTorch reference writes `pytorch-eager`).
     pub implementation: String,
@@ -159,36 +159,32 @@ fn cpu_model() -> String {
 }
 
 /// The best of `repeats` timings of one `rows × width · width × width` product, in
-/// GFLOP/s, on one thread, or with `split` as two row halves on two (as the MLP kernels
-/// split).
-fn gemm_rate(rows: usize, width: usize, repeats: usize, split: bool) -> f64 {
+/// GFLOP/s, as `blocks` row blocks on the pool's threads (as the MLP kernels cut a pass;
+/// 1: one call on this thread).
+fn gemm_rate(rows: usize, width: usize, repeats: usize, blocks: usize) -> f64 {
     let a: Vec<f32> = (0..rows * width).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..width * width).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut dst = vec![0.0f32; rows * width];
-    let half = rows / 2;
+    let blocks = blocks.clamp(1, rows.max(1));
+    let block_rows = rows.div_ceil(blocks);
     let mut best = f64::INFINITY;
     for _ in 0..repeats {
         let start = Instant::now();
         for _ in 0..10 {
-            if split {
-                let (a_top, a_bottom) = a.split_at(half * width);
-                let (d_top, d_bottom) = dst.split_at_mut(half * width);
-                denoise_gym::fork::join(
-                    || denoise_gym::kernels::matmul_dense(half, width, width, a_top, &b, d_top),
-                    || {
-                        denoise_gym::kernels::matmul_dense(
-                            rows - half,
-                            width,
-                            width,
-                            a_bottom,
-                            &b,
-                            d_bottom,
-                        )
-                    },
-                );
-            } else {
+            if blocks == 1 {
                 denoise_gym::kernels::matmul_dense(rows, width, width, &a, &b, &mut dst);
+                continue;
             }
+            let parts: Vec<std::sync::Mutex<_>> = a
+                .chunks(block_rows * width)
+                .zip(dst.chunks_mut(block_rows * width))
+                .map(|part| std::sync::Mutex::new(Some(part)))
+                .collect();
+            denoise_gym::fork::for_each_index(parts.len(), |i| {
+                if let Some((a, d)) = parts[i].lock().ok().and_then(|mut p| p.take()) {
+                    denoise_gym::kernels::matmul_dense(a.len() / width, width, width, a, &b, d);
+                }
+            });
         }
         best = best.min(start.elapsed().as_secs_f64() / 10.0);
     }
@@ -206,7 +202,7 @@ pub fn machine_info(device: &str) -> MachineInfo {
     versions.insert("dfdx".to_string(), "0.13.0".to_string());
     MachineInfo {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        threads: rayon::current_num_threads(),
+        threads: denoise_gym::fork::threads(),
         cpu: cpu_model(),
         profile: if cfg!(debug_assertions) {
             "debug"
@@ -219,16 +215,16 @@ pub fn machine_info(device: &str) -> MachineInfo {
         gemm_gflops: [
             (
                 "1024x128x128, 1 thread".to_string(),
-                gemm_rate(1024, 128, 20, false),
+                gemm_rate(1024, 128, 20, 1),
             ),
             (
-                "4096x128x128, 2 row halves".to_string(),
-                gemm_rate(4096, 128, 10, true),
+                format!("4096x128x128, {} threads", denoise_gym::fork::threads()),
+                gemm_rate(4096, 128, 10, denoise_gym::fork::threads()),
             ),
             // One of DDAEBM's row blocks at its reference batch 200 (width 300).
             (
                 "100x300x300, 1 thread".to_string(),
-                gemm_rate(100, 300, 20, false),
+                gemm_rate(100, 300, 20, 1),
             ),
         ]
         .into_iter()
@@ -480,6 +476,104 @@ pub fn to_markdown(report: &BenchReport) -> String {
             r.repeats,
             r.iterations_per_repeat
         ));
+    }
+    out
+}
+
+/// `dgym bench --threads`: the bench once per thread count, each in a child process of
+/// this program with that `RAYON_NUM_THREADS` (the pool's size is fixed for a process),
+/// in the order given. The children's progress goes to this process's standard error.
+pub fn run_thread_scaling(options: &BenchOptions, threads: &[usize]) -> Result<Vec<BenchReport>> {
+    if let Some(zero) = threads.iter().find(|&&t| t == 0) {
+        bail!("--threads: a thread count must be at least 1, got {zero}");
+    }
+    let exe = std::env::current_exe().context("finding this program to run the bench")?;
+    let dir = tempfile::tempdir().context("a folder for the children's reports")?;
+    let mut reports = Vec::new();
+    for &count in threads {
+        let json = dir.path().join(format!("threads-{count}.json"));
+        let mut command = std::process::Command::new(&exe);
+        command.arg("bench").arg("--json").arg(&json);
+        if options.quick {
+            command.arg("--quick");
+        }
+        if !options.rows.is_empty() {
+            command.arg("--rows").arg(options.rows.join(","));
+        }
+        if !options.batches.is_empty() {
+            let batches: Vec<String> = options.batches.iter().map(|b| b.to_string()).collect();
+            command.arg("--batches").arg(batches.join(","));
+        }
+        if let Some(seconds) = options.block_seconds {
+            command.arg("--block-seconds").arg(seconds.to_string());
+        }
+        eprintln!("== {count} thread(s)");
+        let status = command
+            .env("RAYON_NUM_THREADS", count.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        if !status.success() {
+            bail!("the bench with {count} thread(s) failed ({status})");
+        }
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("reading {}", json.display()))?;
+        reports.push(
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?,
+        );
+    }
+    Ok(reports)
+}
+
+/// The reports of [`run_thread_scaling`] as one Markdown table: each row's rate at every
+/// thread count, and its speed-up over the first count.
+pub fn scaling_markdown(reports: &[BenchReport]) -> String {
+    let Some(first) = reports.first() else {
+        return String::new();
+    };
+    let counts: Vec<usize> = reports.iter().map(|r| r.machine.threads).collect();
+    let mut out = format!(
+        "{} on {} ({} cores, {} build): rate by thread count, and speed-up over {} thread(s)\n\n",
+        first.implementation,
+        first.machine.cpu,
+        first.machine.cores,
+        first.machine.profile,
+        counts[0]
+    );
+    out.push_str("| row | batch | unit |");
+    for c in &counts {
+        out.push_str(&format!(" {c} thr |"));
+    }
+    for c in &counts[1..] {
+        out.push_str(&format!(" ×{c}/{} |", counts[0]));
+    }
+    out.push('\n');
+    out.push_str(&"|---".repeat(3 + 2 * counts.len() - 1));
+    out.push_str("|\n");
+    for (i, row) in first.rows.iter().enumerate() {
+        let rates: Vec<Option<f64>> = reports
+            .iter()
+            .map(|r| {
+                r.rows
+                    .get(i)
+                    .filter(|other| other.name == row.name && other.batch == row.batch)
+                    .map(|other| other.rate)
+            })
+            .collect();
+        out.push_str(&format!("| {} | {} | {} |", row.name, row.batch, row.unit));
+        for rate in &rates {
+            match rate {
+                Some(r) => out.push_str(&format!(" {r:.1} |")),
+                None => out.push_str(" – |"),
+            }
+        }
+        for rate in &rates[1..] {
+            match (rate, rates[0]) {
+                (Some(r), Some(base)) => out.push_str(&format!(" {:.2} |", r / base)),
+                _ => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
     }
     out
 }

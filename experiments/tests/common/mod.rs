@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `dgym args...` in `cwd`.
+#[allow(dead_code)]
 pub fn dgym<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dgym"))
         .args(args)
@@ -13,6 +14,7 @@ pub fn dgym<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Output {
 }
 
 /// The process's standard output, lossily decoded.
+#[allow(dead_code)]
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
