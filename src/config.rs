@@ -2,7 +2,7 @@
 //! field defaulted), `--set section.key=value` overrides, and rendering a resolved config
 //! with each field's one-line doc.
 //!
-//! Concrete configs declare their sections with [`config_section!`], which keeps each
+//! Concrete configs declare their sections with [`config_section!`](crate::config_section), which keeps each
 //! field's default and doc comment next to its declaration and makes the docs available
 //! at run time (for `dgym config`).
 

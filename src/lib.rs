@@ -15,16 +15,15 @@
 
 pub mod agent;
 pub mod anomaly;
+pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod dsm;
 pub mod ebm;
 pub mod env;
 pub mod error;
-pub mod fork;
 pub mod io;
 pub mod irl;
-pub mod kernels;
 pub mod log;
 pub mod metrics;
 pub mod nn;
@@ -38,5 +37,7 @@ pub mod schedule;
 pub mod tensor;
 pub mod train;
 
+pub use backend::cpu as kernels;
+pub use backend::fork;
 pub use error::{Error, Result};
 pub use tensor::{Backend, Matrix, Vector};

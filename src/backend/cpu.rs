@@ -449,7 +449,7 @@ multiversion! {
 }
 
 /// An MLP call with at least this many multiply-adds (rows × the network's weights) runs
-/// as several row blocks on the pool's threads ([`crate::fork`]), forward and backward:
+/// as several row blocks on the pool's threads ([`super::fork`]), forward and backward:
 /// one fork per pass rather than one per product. With `rayon::join` (a parked worker to
 /// wake, 30-100 µs on this 2-core VM) the break-even was 2^23; with the spinning helpers
 /// it is far lower. Measured with `dgym bench`, 4 interleaved runs each (best of 4): 2^19
@@ -468,9 +468,9 @@ const ROWS_PER_BLOCK: usize = 128;
 const MAX_BLOCKS: usize = 16;
 
 /// The row blocks of a pass over `rows` rows that costs `work` multiply-adds: one block
-/// below [`PARALLEL_MLP_MIN_WORK`], else a power of two of near-equal blocks: at least
-/// two, at most [`MAX_BLOCKS`], with at least [`ROWS_PER_BLOCK`] rows and half the
-/// minimum work each once there are more than two. It depends on the pass's
+/// below 2^19 multiply-adds, else a power of two of near-equal blocks: at least two, at
+/// most 16, with at least 128 rows and 2^18 multiply-adds each once there are more than
+/// two. It depends on the pass's
 /// shape alone, never on the thread count, so 1, 2 or 16 threads add the same partial
 /// gradients in the same order and give the same numbers.
 pub fn row_blocks(rows: usize, work: usize) -> Vec<Range<usize>> {
@@ -501,7 +501,7 @@ fn in_row_blocks<R: Send>(
     if let [only] = blocks.as_slice() {
         return vec![f(x, only.len())];
     }
-    crate::fork::for_each_index(blocks.len(), |i| {
+    super::fork::for_each_index(blocks.len(), |i| {
         let rows = blocks[i].clone();
         f(&x[rows.start * inputs..rows.end * inputs], rows.len())
     })
@@ -527,7 +527,7 @@ fn over_row_blocks<B: Sync, R: Send>(
     if let ([block], [rows]) = (blocks, ranges.as_slice()) {
         return vec![f(block, rows.clone())];
     }
-    crate::fork::for_each_index(blocks.len(), |i| f(&blocks[i], ranges[i].clone()))
+    super::fork::for_each_index(blocks.len(), |i| f(&blocks[i], ranges[i].clone()))
 }
 
 /// One layer's weights on the host: `(W, b, inputs, outputs)`.
@@ -1107,7 +1107,7 @@ pub fn adam_step(
     let (beta1, beta2) = (beta1 as f32, beta2 as f32);
     let coefficients = [beta1, beta2, one_minus_beta1, one_minus_beta2];
     // Element-wise: any cut gives the same numbers, so this one may follow the threads.
-    let pieces = (p.len() / PARALLEL_ELEMENTWISE_MIN).clamp(1, crate::fork::threads());
+    let pieces = (p.len() / PARALLEL_ELEMENTWISE_MIN).clamp(1, super::fork::threads());
     if pieces == 1 {
         adam_elementwise(p, (m, v), g, coefficients, lr_t, eps_t);
     } else {
@@ -1119,7 +1119,7 @@ pub fn adam_step(
             .zip(g.chunks(chunk))
             .map(|parts| std::sync::Mutex::new(Some(parts)))
             .collect();
-        crate::fork::for_each_index(parts.len(), |i| {
+        super::fork::for_each_index(parts.len(), |i| {
             // Each index takes its own part, once.
             let part = parts[i].lock().ok().and_then(|mut part| part.take());
             if let Some((((p, m), v), g)) = part {

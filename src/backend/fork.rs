@@ -7,7 +7,7 @@
 //! an index is decided at run time (each thread claims the next unclaimed index), but what
 //! an index computes is not, so a caller whose work per index depends on its inputs only
 //! gets the same numbers with any number of threads: the kernels cut a pass into row
-//! blocks by its batch and widths alone (`crate::kernels`), never by the thread count.
+//! blocks by its batch and widths alone ([`super::cpu::row_blocks`]), never by the thread count.
 //!
 //! Why not rayon: the MLP kernels fork every 0.1-1 ms. With `rayon::join` from outside
 //! the pool the caller parks while pool workers wake (futex waits and `sched_yield` were
