@@ -181,6 +181,8 @@ def grad_norm_and_clip(params, max_norm: float) -> float:
 ADAM_KW = {}
 #: Set by --compile: every Mlp's forward goes through torch.compile.
 COMPILE = {"on": False}
+# Denoising steps T of the DSM and fine-tuning rows (--n-steps; dgym bench --set policy.n_steps=T).
+N_STEPS = {"value": 4}
 
 
 def adam(params, lr, betas=(0.9, 0.999)):
@@ -765,7 +767,7 @@ class Dxdp:
 
 class FinetuneState:
     def __init__(self, agent_name, batch, ppo_minibatch=None):
-        schedule = Schedule(4)
+        schedule = Schedule(N_STEPS["value"])
         policy = GaussianPolicy(schedule)
         self.ebm = EnergyModel()
         self.learner = ContrastiveLearner(self.ebm)
@@ -966,11 +968,34 @@ def time_iterations(quick, block_seconds, iterate):
     return repeats, per_block, seconds[0], seconds[len(seconds) // 2], warmup_s
 
 
+def reset_peak_memory():
+    """Resets Linux's peak resident memory (VmHWM) to the current one, as dgym bench does."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib():
+    """The peak resident memory since the last reset, in MiB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def bench_row(name, batch, quick, block_seconds):
     torch.manual_seed(0)
+    reset_peak_memory()
     unit, n_steps, width = "it/s", 4, 128
     if name == "dsm_step":
-        state = PretrainState(Schedule(4), batch)
+        n_steps = N_STEPS["value"]
+        state = PretrainState(Schedule(n_steps), batch)
         iterate = state.step
     elif name in ("sample_t4", "sample_t100"):
         n_steps = 4 if name == "sample_t4" else 100
@@ -983,7 +1008,8 @@ def bench_row(name, batch, quick, block_seconds):
     elif name in ("gcd_reinforce", "gcd_ppo", "dxdp"):
         agent = {"gcd_reinforce": "reinforce", "gcd_ppo": "ppo", "dxdp": "dxdp"}[name]
         # PPO: two minibatches per epoch at every batch, as the shipped 512 at B = 256.
-        state = FinetuneState(agent, batch, ppo_minibatch=max(batch * 4 // 2, 1))
+        n_steps = N_STEPS["value"]
+        state = FinetuneState(agent, batch, ppo_minibatch=max(batch * n_steps // 2, 1))
         iterate = state.iterate
     elif name == "ddaebm":
         state = Ddaebm(batch)
@@ -995,7 +1021,7 @@ def bench_row(name, batch, quick, block_seconds):
     per_iteration = batch if unit == "samples/s" else 1
     return dict(name=name, batch=batch, n_steps=n_steps, width=width, unit=unit, repeats=repeats,
                 iterations_per_repeat=per_block, min_s=min_s, median_s=median_s,
-                rate=per_iteration / median_s, warmup_s=warmup_s)
+                rate=per_iteration / median_s, warmup_s=warmup_s, peak_memory_mib=peak_memory_mib())
 
 
 def cpu_model():
@@ -1174,7 +1200,13 @@ def main(argv=None):
                         help="torch.compile every network (the warm-up, reported as warmup_s, holds the compilation)")
     parser.add_argument("--device", default="cpu",
                         help="the torch device every tensor is made on (cpu, cuda)")
+    parser.add_argument("--n-steps", type=int, default=4,
+                        help="denoising steps T of the dsm_step and fine-tuning rows (default 4)")
     args = parser.parse_args(argv)
+    if args.n_steps < 1:
+        parser.error("--n-steps: at least 1")
+    # The checks are written for the shipped T = 4.
+    N_STEPS["value"] = 4 if args.check else args.n_steps
     torch.set_default_device(args.device)
     COMPILE["on"] = args.compile
     torch.set_num_threads(max(args.threads or 1, 1))

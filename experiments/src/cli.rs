@@ -205,6 +205,10 @@ enum Command {
         /// process with that `RAYON_NUM_THREADS`), followed by a scaling table.
         #[arg(long, value_delimiter = ',')]
         threads: Vec<usize>,
+        /// Override a config field of every row: --set section.key=value (repeatable;
+        /// e.g. policy.n_steps=10, or data.dataset=gmm with data.gmm_dim=64).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Print the resolved config with every default and its one-line doc.
     Config {
@@ -432,6 +436,7 @@ fn run(cli: Cli, registry: &Registry<Device>) -> Result<ExitCode> {
             batches,
             block_seconds,
             threads,
+            overrides,
         } => {
             use crate::commands::bench;
             let options = bench::BenchOptions {
@@ -439,6 +444,7 @@ fn run(cli: Cli, registry: &Registry<Device>) -> Result<ExitCode> {
                 rows,
                 batches,
                 block_seconds,
+                overrides,
             };
             // Checked before the bench runs, so that minutes of timing are not lost to a
             // path that cannot be written; opened without truncating, so that a failed

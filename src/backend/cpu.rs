@@ -216,6 +216,17 @@ pub fn multiply_adds() -> u64 {
     MULTIPLY_ADDS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Nanoseconds spent inside [`matmul`] since the process started, summed over threads.
+static MATMUL_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Thread-nanoseconds the fused kernels' matmuls have taken so far (summed over the
+/// threads that ran them): with [`multiply_adds`], the rate the matmuls themselves ran
+/// at, and their share of an iteration (`dgym bench`). Two clock reads per product, each
+/// of which lasts microseconds or more.
+pub fn matmul_nanos() -> u64 {
+    MATMUL_NANOS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `dst = a · b` for dense row-major `a: m × k`, `b: k × n`, `dst: m × n`, through the
 /// fused kernels' matmul (for benchmarks of the matmul alone).
 pub fn matmul_dense(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
@@ -342,6 +353,29 @@ unsafe fn matmul_raw(
         return;
     }
     MULTIPLY_ADDS.fetch_add((m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
+    let start = std::time::Instant::now();
+    // SAFETY: as the function's contract says.
+    unsafe { matmul_dispatch((m, k, n), accumulate, a, a_strides, b, b_strides, dst) };
+    MATMUL_NANOS.fetch_add(
+        start.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// [`matmul_raw`] without the counters: the narrow kernel or gemm.
+///
+/// # Safety
+/// As [`matmul_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_dispatch(
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (isize, isize),
+    b: &[f32],
+    b_strides: (isize, isize),
+    dst: *mut f32,
+) {
     if n <= NARROW_OUTPUT && k >= 16 && a_strides.1 == 1 && a_strides.0 >= k as isize {
         // SAFETY: as the function's contract says; rows of `a` are contiguous.
         unsafe {

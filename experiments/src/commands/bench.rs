@@ -80,6 +80,9 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// Seconds one timed block should last (default 0.3).
     pub block_seconds: Option<f64>,
+    /// `KEY=VALUE` config overrides applied to every row after its own settings (e.g.
+    /// `policy.n_steps=10`, `data.dataset=gmm`, `data.gmm_dim=64`).
+    pub overrides: Vec<String>,
 }
 
 /// One timed row.
@@ -111,6 +114,18 @@ pub struct BenchRow {
     /// `matmul_gflop / min_s`: the matmul rate the fastest block sustained over the
     /// whole iteration, to set against the machine's `gemm_gflops`.
     pub matmul_gflops: f64,
+    /// The process's peak resident memory while the row ran, in MiB (Linux only).
+    #[serde(default)]
+    pub peak_memory_mib: Option<f64>,
+    /// The share of the iteration's thread time (wall time × threads) spent inside the
+    /// fused kernels' matmuls; the rest is dfdx's own ops, the element-wise work, the
+    /// fork waits and the bookkeeping.
+    #[serde(default)]
+    pub matmul_share: f64,
+    /// The fused kernels' matmul rate while they run, per thread (`matmul_gflop` over the
+    /// matmuls' thread-seconds), to set against a one-thread `gemm_gflops`.
+    #[serde(default)]
+    pub matmul_own_gflops: f64,
 }
 
 /// The machine and build a bench ran on.
@@ -217,6 +232,11 @@ pub fn machine_info(device: &str) -> MachineInfo {
                 "1024x128x128, 1 thread".to_string(),
                 gemm_rate(1024, 128, 20, 1),
             ),
+            // One of the 16 row blocks of a batch-4096 pass at width 128.
+            (
+                "256x128x128, 1 thread".to_string(),
+                gemm_rate(256, 128, 40, 1),
+            ),
             (
                 format!("4096x128x128, {} threads", denoise_gym::fork::threads()),
                 gemm_rate(4096, 128, 10, denoise_gym::fork::threads()),
@@ -240,6 +260,10 @@ struct Timing {
     median_s: f64,
     /// Matmul multiply-adds of the fused kernels per iteration.
     multiply_adds: f64,
+    /// Thread-seconds inside the fused kernels' matmuls per iteration.
+    matmul_thread_s: f64,
+    /// Wall seconds per iteration over all timed blocks (the mean).
+    mean_s: f64,
 }
 
 /// Times `iterate` as the module doc says.
@@ -258,6 +282,7 @@ fn time_iterations(
     let per_block = ((block_seconds / one).ceil() as usize).clamp(1, 100_000);
     let mut seconds = Vec::with_capacity(repeats);
     let multiply_adds_before = denoise_gym::kernels::multiply_adds();
+    let nanos_before = denoise_gym::kernels::matmul_nanos();
     for _ in 0..repeats {
         let start = Instant::now();
         for _ in 0..per_block {
@@ -267,6 +292,10 @@ fn time_iterations(
     }
     let multiply_adds = (denoise_gym::kernels::multiply_adds() - multiply_adds_before) as f64
         / (repeats * per_block) as f64;
+    let matmul_thread_s = (denoise_gym::kernels::matmul_nanos() - nanos_before) as f64
+        / 1e9
+        / (repeats * per_block) as f64;
+    let mean_s = seconds.iter().sum::<f64>() / seconds.len() as f64;
     seconds.sort_by(f64::total_cmp);
     Ok(Timing {
         repeats,
@@ -274,12 +303,37 @@ fn time_iterations(
         min_s: seconds[0],
         median_s: seconds[seconds.len() / 2],
         multiply_adds,
+        matmul_thread_s,
+        mean_s,
     })
 }
 
-fn load(config: (&str, &str), overrides: &[String], catalog: &Catalog) -> Result<TrainConfig> {
-    TrainConfig::from_toml_str(config.0, config.1, overrides, catalog)
+/// A built-in config with the row's own `overrides`, then the user's `extra` ones
+/// (`--set`: they win).
+fn load(
+    config: (&str, &str),
+    overrides: &[String],
+    extra: &[String],
+    catalog: &Catalog,
+) -> Result<TrainConfig> {
+    let all = [overrides, extra].concat();
+    TrainConfig::from_toml_str(config.0, config.1, &all, catalog)
         .with_context(|| format!("the bench's built-in config {}", config.0))
+}
+
+/// The peak resident memory since the last [`reset_peak_memory`], in MiB (Linux's
+/// `VmHWM`; `None` elsewhere).
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the peak resident memory to the current one (Linux: `5` into
+/// `/proc/self/clear_refs`), so that each row reports its own peak.
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Runs one row at one batch size.
@@ -290,13 +344,20 @@ fn bench_row<D: Backend>(
     batch: usize,
     quick: bool,
     block_seconds: f64,
+    extra: &[String],
 ) -> Result<BenchRow> {
     let set = |key: &str, value: usize| format!("{key}={value}");
+    reset_peak_memory();
     let catalog = registry.catalog();
     let mut rng = Stream::Bench.rng(0);
     let (config, unit, timing) = match name {
         "dsm_step" => {
-            let config = load(DDPM_CONFIG, &[set("pretrain.batch_size", batch)], catalog)?;
+            let config = load(
+                DDPM_CONFIG,
+                &[set("pretrain.batch_size", batch)],
+                extra,
+                catalog,
+            )?;
             let dataset = build_dataset(registry, &config)?;
             let mut phase = dsm_phase(dev, &config, &dataset)?;
             let timing = time_iterations(quick, block_seconds, || {
@@ -306,7 +367,12 @@ fn bench_row<D: Backend>(
         }
         "sample_t4" | "sample_t100" => {
             let n_steps = if name == "sample_t4" { 4 } else { 100 };
-            let config = load(DDPM_CONFIG, &[set("policy.n_steps", n_steps)], catalog)?;
+            let config = load(
+                DDPM_CONFIG,
+                &[set("policy.n_steps", n_steps)],
+                extra,
+                catalog,
+            )?;
             // A fresh (untrained) policy: timing does not depend on the weights.
             let policy = build_policy(dev, &config, 2)?;
             let timing = time_iterations(quick, block_seconds, || {
@@ -328,7 +394,7 @@ fn bench_row<D: Backend>(
                 _ => (DXMI_CONFIG, vec![]),
             };
             overrides.push(set("finetune.batch_size", batch));
-            let config = load(source, &overrides, catalog)?;
+            let config = load(source, &overrides, extra, catalog)?;
             let dataset: Arc<dyn Dataset> = build_dataset(registry, &config)?;
             let policy = build_policy(dev, &config, dataset.dim())?;
             let mut phase = finetune_phase(dev, registry, &config, &dataset, policy, 0)?;
@@ -338,7 +404,12 @@ fn bench_row<D: Backend>(
             (config, "it/s", timing)
         }
         "ddaebm" => {
-            let config = load(DDAEBM_CONFIG, &[set("ddaebm.batch_size", batch)], catalog)?;
+            let config = load(
+                DDAEBM_CONFIG,
+                &[set("ddaebm.batch_size", batch)],
+                extra,
+                catalog,
+            )?;
             let dataset = build_dataset(registry, &config)?;
             let mut phase = ddaebm_phase(dev, &config, dataset.dim(), data_batches(dev, &dataset))?;
             let timing = time_iterations(quick, block_seconds, || {
@@ -357,6 +428,8 @@ fn bench_row<D: Backend>(
         min_s,
         median_s,
         multiply_adds,
+        matmul_thread_s,
+        mean_s,
     } = timing;
     let matmul_gflop = 2.0 * multiply_adds / 1e9;
     let per_iteration = if unit == "samples/s" {
@@ -382,6 +455,13 @@ fn bench_row<D: Backend>(
         rate: per_iteration / median_s,
         matmul_gflop,
         matmul_gflops: matmul_gflop / min_s,
+        peak_memory_mib: peak_memory_mib(),
+        matmul_share: matmul_thread_s / (mean_s * denoise_gym::fork::threads() as f64),
+        matmul_own_gflops: if matmul_thread_s > 0.0 {
+            matmul_gflop / matmul_thread_s
+        } else {
+            0.0
+        },
     })
 }
 
@@ -425,8 +505,16 @@ pub fn run_bench<D: Backend>(
             batches.sort_unstable();
         }
         for batch in batches {
-            let row = bench_row(dev, registry, name, batch, options.quick, block_seconds)
-                .with_context(|| format!("bench row {name} at batch {batch}"))?;
+            let row = bench_row(
+                dev,
+                registry,
+                name,
+                batch,
+                options.quick,
+                block_seconds,
+                &options.overrides,
+            )
+            .with_context(|| format!("bench row {name} at batch {batch}"))?;
             progress(&row);
             rows.push(row);
         }
@@ -457,12 +545,12 @@ pub fn to_markdown(report: &BenchReport) -> String {
         gemm.join(", ")
     );
     out.push_str(
-        "| row | batch | T | width | rate | unit | min ms | median ms | matmul GFLOP/it | matmul GFLOP/s | blocks × its |\n",
+        "| row | batch | T | width | rate | unit | min ms | median ms | matmul GFLOP/it | matmul GFLOP/s | matmul share | matmul GFLOP/s per thread while running | peak MiB | blocks × its |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {:.4} | {:.1} | {} × {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {:.4} | {:.1} | {:.2} | {:.1} | {} | {} × {} |\n",
             r.name,
             r.batch,
             r.n_steps,
@@ -473,6 +561,10 @@ pub fn to_markdown(report: &BenchReport) -> String {
             r.median_s * 1e3,
             r.matmul_gflop,
             r.matmul_gflops,
+            r.matmul_share,
+            r.matmul_own_gflops,
+            r.peak_memory_mib
+                .map_or_else(|| "–".to_string(), |m| format!("{m:.0}")),
             r.repeats,
             r.iterations_per_repeat
         ));
@@ -506,6 +598,9 @@ pub fn run_thread_scaling(options: &BenchOptions, threads: &[usize]) -> Result<V
         }
         if let Some(seconds) = options.block_seconds {
             command.arg("--block-seconds").arg(seconds.to_string());
+        }
+        for set in &options.overrides {
+            command.arg("--set").arg(set);
         }
         eprintln!("== {count} thread(s)");
         let status = command
