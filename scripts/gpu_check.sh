@@ -32,7 +32,17 @@ step() {
     fi
 }
 
+# The CUDA libraries the binaries were linked against (libcuda.so.1, libnvrtc.so.13,
+# libcublas.so.13): the toolkit's, else those of the PyTorch wheels (nvidia/*/lib).
+for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+    $("$python" -c 'import glob, os, nvidia; print(" ".join(d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "lib"))))' 2>/dev/null); do
+    [ -d "$dir" ] && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; } >> "$report" 2>&1
+if ldd bin/dgym-cuda | grep "not found" >> "$report"; then
+    echo "bin/dgym-cuda: a CUDA library above was not found (set LD_LIBRARY_PATH)" | tee -a "$report"
+    failed=1
+fi
 
 step device-tests bin/device-test-cuda --test-threads 1
 

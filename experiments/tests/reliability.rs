@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{base_config, dgym, stderr, stdout, train_args_for, TINY, TINY_FINETUNE};
-use denoise_gym::log::{read_metrics_csv, CsvRow};
+use common::{
+    base_config, dgym, rows_without_time, stderr, stdout, train_args_for, TINY, TINY_FINETUNE,
+};
 use tempfile::TempDir;
 
 /// A tiny GCD run: 60 DSM steps, 30 GCD iterations, checkpoints every 20 and 10.
@@ -38,15 +39,6 @@ fn stopped_run(cwd: &Path, sets: &[&str], stop_after: u64) -> PathBuf {
 
 fn resume(cwd: &Path, dir: &Path) -> std::process::Output {
     dgym(cwd, &["train", "--resume", dir.to_str().unwrap()])
-}
-
-/// `metrics.csv` without its wall-clock columns.
-fn rows(dir: &Path) -> Vec<CsvRow> {
-    let (_, mut rows) = read_metrics_csv(&dir.join("metrics.csv")).unwrap();
-    for row in &mut rows {
-        row.values.retain(|k, _| !k.starts_with("time/"));
-    }
-    rows
 }
 
 fn straight_run(cwd: &Path, sets: &[&str]) -> PathBuf {
@@ -102,7 +94,7 @@ fn a_damaged_checkpoint_is_refused_and_resume_falls_back_to_the_newest_intact_on
         "{}",
         stderr(&o)
     );
-    assert_eq!(rows(&straight), rows(&run));
+    assert_eq!(rows_without_time(&straight), rows_without_time(&run));
 
     // With every checkpoint damaged nothing is computed.
     for entry in std::fs::read_dir(run.join("checkpoints")).unwrap() {
@@ -136,7 +128,7 @@ fn a_torn_last_row_of_metrics_csv_is_dropped_and_the_resume_matches() {
     let o = resume(tmp.path(), &run);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("cut short"), "{}", stderr(&o));
-    assert_eq!(rows(&straight), rows(&run));
+    assert_eq!(rows_without_time(&straight), rows_without_time(&run));
 }
 
 #[test]
@@ -155,7 +147,7 @@ fn a_kl_anchored_run_stopped_between_checkpoints_resumes_to_the_straight_numbers
         let run = stopped_run(tmp.path(), &sets, 77);
         let o = resume(tmp.path(), &run);
         assert!(o.status.success(), "{agent}: {}", stderr(&o));
-        let straight_rows = rows(&straight);
+        let straight_rows = rows_without_time(&straight);
         assert!(
             straight_rows.iter().any(|r| r
                 .values
@@ -163,7 +155,7 @@ fn a_kl_anchored_run_stopped_between_checkpoints_resumes_to_the_straight_numbers
                 .is_some_and(|v| *v > 0.0)),
             "{agent}: no positive policy/kl_reference logged"
         );
-        assert_eq!(straight_rows, rows(&run), "{agent}");
+        assert_eq!(straight_rows, rows_without_time(&run), "{agent}");
     }
 }
 
@@ -193,7 +185,11 @@ fn a_standardised_selecting_run_stopped_anywhere_resumes_to_the_straight_numbers
         );
         let o = resume(tmp.path(), &run);
         assert!(o.status.success(), "{stop_after}: {}", stderr(&o));
-        assert_eq!(rows(&straight), rows(&run), "{stop_after}");
+        assert_eq!(
+            rows_without_time(&straight),
+            rows_without_time(&run),
+            "{stop_after}"
+        );
         for file in ["data_stats.json", "selected.json"] {
             assert_eq!(
                 std::fs::read_to_string(straight.join(file)).unwrap(),
@@ -307,7 +303,7 @@ fn sigterm_checkpoints_between_iterations_and_the_resume_matches_the_straight_ru
     let o = resume(tmp.path(), &run);
     assert!(o.status.success(), "{}", stderr(&o));
     let straight = straight_run(tmp.path(), LONG_DSM);
-    assert_eq!(rows(&straight), rows(&run));
+    assert_eq!(rows_without_time(&straight), rows_without_time(&run));
 }
 
 #[test]
@@ -462,7 +458,11 @@ fn kill_9_repeatedly_then_compare(config: &str, sets: &[&str], kills: usize) {
         landed >= kills / 2,
         "seed {seed}: only {landed} kills landed mid-run"
     );
-    assert_eq!(rows(&straight), rows(&run), "seed {seed}");
+    assert_eq!(
+        rows_without_time(&straight),
+        rows_without_time(&run),
+        "seed {seed}"
+    );
 }
 
 #[test]
@@ -599,7 +599,11 @@ fn full_disk_at(name: &str, writes: &[u64]) {
             let o = resume(tmp.path(), &run);
             assert!(o.status.success(), "{name}:{n}: {}", stderr(&o));
         }
-        assert_eq!(rows(&straight), rows(&run), "{name}:{n}");
+        assert_eq!(
+            rows_without_time(&straight),
+            rows_without_time(&run),
+            "{name}:{n}"
+        );
     }
 }
 

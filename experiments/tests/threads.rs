@@ -6,18 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{base_config, stderr, train_args_for, TINY, TINY_FINETUNE};
-use denoise_gym::log::{read_metrics_csv, CsvRow};
+use common::{base_config, rows_without_time, stderr, train_args_for, TINY, TINY_FINETUNE};
 use tempfile::TempDir;
-
-/// `metrics.csv` without its wall-clock columns.
-fn rows(dir: &Path) -> Vec<CsvRow> {
-    let (_, mut rows) = read_metrics_csv(&dir.join("metrics.csv")).unwrap();
-    for row in &mut rows {
-        row.values.retain(|k, _| !k.starts_with("time/"));
-    }
-    rows
-}
 
 #[test]
 fn one_two_and_eight_threads_give_a_bit_identical_gcd_run() {
@@ -59,10 +49,14 @@ fn one_two_and_eight_threads_give_a_bit_identical_gcd_run() {
         runs.push((threads, out));
     }
     let (_, first) = &runs[0];
-    let reference = rows(first);
+    let reference = rows_without_time(first);
     assert_eq!(reference.len(), 40 / 5 + 20 / 5 + 1, "every logged row");
     for (threads, dir) in &runs[1..] {
-        assert_eq!(rows(dir), reference, "{threads} threads against 1");
+        assert_eq!(
+            rows_without_time(dir),
+            reference,
+            "{threads} threads against 1"
+        );
     }
     let summary = |dir: &Path| -> serde_json::Value {
         let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();

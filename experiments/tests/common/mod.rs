@@ -74,3 +74,14 @@ pub fn train_args_for(config: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
     }
     args
 }
+
+/// A run's `metrics.csv` without its wall-clock (`time/`) columns: what two runs that
+/// must agree are compared on.
+#[allow(dead_code)]
+pub fn rows_without_time(dir: &Path) -> Vec<denoise_gym::log::CsvRow> {
+    let (_, mut rows) = denoise_gym::log::read_metrics_csv(&dir.join("metrics.csv")).unwrap();
+    for row in &mut rows {
+        row.values.retain(|k, _| !k.starts_with("time/"));
+    }
+    rows
+}
