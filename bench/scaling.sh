@@ -4,8 +4,8 @@
 #
 #   batch    64 … 16,384 (T = 4, d = 2)
 #   steps    T = 1 … 100 (batch 256)
-#   dim      data dimension d = 2 … 256 (a Gaussian mixture; batch 256; dgym only: the
-#            PyTorch reference is written for 2-D data)
+#   dim      data dimension d = 2 … 256 (8 Gaussians on a sphere of radius 4: dgym's
+#            data.dataset=gmm, torch_reference.py --dim; batch 256)
 #   threads  1, 2, 4, … up to the cores (batch 1,024 and 4,096)
 #
 #   bench/scaling.sh [batch] [steps] [dim] [threads]     (default: all four)
@@ -51,6 +51,8 @@ for axis in "${axes[@]}"; do
         for d in 2 8 32 64 256; do
             target/release/dgym bench "${common[@]}" --batches 256 --set data.dataset=gmm \
                 --set "data.gmm_dim=$d" --json "$out/dgym-$d.json" > /dev/null
+            "$py" bench/torch_reference.py "${common[@]}" --batches 256 --dim "$d" \
+                --json "$out/torch-$d.json" > /dev/null
         done
         ;;
     threads)

@@ -37,6 +37,8 @@ BATCHES = [64, 256, 1024, 4096]
 QUICK_BATCHES = [64, 256]
 DDAEBM_REFERENCE_BATCH = 200
 DIM = 2
+# The data dimension d of the DSM and fine-tuning rows (--dim; DDAEBM and the checks stay 2-D).
+DATA = {"dim": DIM}
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,6 +220,19 @@ def eight_gaussians() -> GaussianMixture:
     return GaussianMixture([[4.0 * x / 1.414, 4.0 * y / 1.414] for x, y in unit], 0.5 / 1.414)
 
 
+def sphere_mixture(dim: int, n_components: int = 8, scale: float = 4.0, std: float = 0.5) -> GaussianMixture:
+    """`dgym`'s `gmm` data set: equally weighted Gaussians centred on the sphere of radius
+    `scale` (torch's generator draws the centres, so they differ from dgym's; the timing
+    does not depend on them)."""
+    v = torch.randn(n_components, dim, generator=torch.Generator().manual_seed(0))
+    return GaussianMixture((scale * v / v.norm(dim=1, keepdim=True)).tolist(), std)
+
+
+def training_data() -> GaussianMixture:
+    """The data of the DSM and fine-tuning rows: 8 Gaussians in 2-D, else `sphere_mixture`."""
+    return eight_gaussians() if DATA["dim"] == 2 else sphere_mixture(DATA["dim"])
+
+
 def twenty_five_gaussians() -> GaussianMixture:
     means = [[2.0 * i / 2.828, 2.0 * j / 2.828] for i in range(-2, 3) for j in range(-2, 3)]
     return GaussianMixture(means, 0.1 / 2.828)
@@ -228,9 +243,10 @@ def twenty_five_gaussians() -> GaussianMixture:
 
 
 class GaussianPolicy(nn.Module):
-    def __init__(self, schedule: Schedule, dim=DIM, hidden=128, depth=3, time_embed_dim=16,
+    def __init__(self, schedule: Schedule, dim=None, hidden=128, depth=3, time_embed_dim=16,
                  activation="silu", fix_last_sigma=True):
         super().__init__()
+        dim = DATA["dim"] if dim is None else dim
         self.schedule = schedule
         self.dim = dim
         self.time_embed_dim = time_embed_dim
@@ -318,14 +334,14 @@ class PretrainState:
         self.ema_decay = ema_decay
         self.grad_clip = grad_clip
         self.batch = batch
-        self.data = eight_gaussians()
+        self.data = training_data()
 
     def step(self):
         s = self.policy.schedule
         B = self.batch
         x0 = self.data.sample(B)
         ts = torch.randint(1, s.n_steps + 1, (B,))
-        noise = torch.randn(B, DIM)
+        noise = torch.randn(B, self.policy.dim)
         x_t = x0 * per_row(s.t_sqrt_ab, ts) + noise * per_row(s.t_sqrt_one_minus_ab, ts)
         # Rust traces x_t (the tape starts at the input; dfdx then also computes the
         # input's gradient): here only the parameters require grad, see README.
@@ -348,8 +364,9 @@ class PretrainState:
 
 
 class EnergyModel(nn.Module):
-    def __init__(self, dim=DIM, hidden=128, depth=3, activation="relu"):
+    def __init__(self, dim=None, hidden=128, depth=3, activation="relu"):
         super().__init__()
+        dim = DATA["dim"] if dim is None else dim
         self.net = Mlp(dim, hidden, depth, 1, activation)
 
     def energy(self, x):
@@ -780,7 +797,7 @@ class FinetuneState:
         else:
             raise ValueError(agent_name)
         self.batch = batch
-        self.data = eight_gaussians()
+        self.data = training_data()
 
     def collect_rollout(self):
         """src/rollout.rs `collect_rollout` in envs/src/denoising.rs `DenoisingEnv`: reset
@@ -1202,10 +1219,16 @@ def main(argv=None):
                         help="the torch device every tensor is made on (cpu, cuda)")
     parser.add_argument("--n-steps", type=int, default=4,
                         help="denoising steps T of the dsm_step and fine-tuning rows (default 4)")
+    parser.add_argument("--dim", type=int, default=DIM,
+                        help="data dimension d of the dsm_step and fine-tuning rows: 2 is 8 Gaussians, "
+                             "else 8 Gaussians on a sphere of radius 4 (dgym's data.dataset=gmm); default 2")
     args = parser.parse_args(argv)
     if args.n_steps < 1:
         parser.error("--n-steps: at least 1")
-    # The checks are written for the shipped T = 4.
+    if args.dim < 1:
+        parser.error("--dim: at least 1")
+    # The checks are written for the shipped T = 4 and 2-D data.
+    DATA["dim"] = DIM if args.check else args.dim
     N_STEPS["value"] = 4 if args.check else args.n_steps
     torch.set_default_device(args.device)
     COMPILE["on"] = args.compile
@@ -1219,6 +1242,8 @@ def main(argv=None):
     unknown = [r for r in rows if r not in ROW_NAMES]
     if unknown:
         parser.error(f"--rows: unknown row {unknown[0]!r}: expected one of {', '.join(ROW_NAMES)}")
+    if DATA["dim"] != DIM and (not rows or "ddaebm" in rows):
+        parser.error("--dim: the ddaebm row is 2-D only; pick the other rows with --rows")
     batches = [int(b) for b in args.batches.split(",") if b]
     if any(b <= 0 for b in batches):
         parser.error("--batches: a batch size must be at least 1")

@@ -1672,6 +1672,59 @@ fn bench_times_every_row_and_writes_the_report_as_json() {
         assert_eq!(row["width"], expected_width, "{name}");
     }
     assert!(stdout(&o).contains("| gcd_reinforce | 8 | 4 | 128 |"));
+    for row in rows {
+        let name = row["name"].as_str().unwrap();
+        let (own, alone, fraction) = (
+            row["matmul_own_gflops"].as_f64().unwrap(),
+            row["gemm_same_shapes_gflops"].as_f64().unwrap(),
+            row["matmul_fraction_of_gemm"].as_f64().unwrap(),
+        );
+        assert!(alone > 0.0, "{name}: the same matmuls alone");
+        assert!(
+            (fraction - own / alone).abs() <= 1e-9 * fraction.max(1e-9),
+            "{name}"
+        );
+    }
+
+    // --set reaches the sampling rows too: with d = 8 instead of 2 each of the T = 4
+    // forwards of 8 rows has 6 more inputs and 6 more outputs on its 128-wide layers.
+    let json_d8 = tmp.path().join("bench-d8.json");
+    let o = dgym(
+        tmp.path(),
+        &[
+            "bench",
+            "--quick",
+            "--rows",
+            "sample_t4",
+            "--batches",
+            "8",
+            "--block-seconds",
+            "0.001",
+            "--set",
+            "data.dataset=gmm",
+            "--set",
+            "data.gmm_dim=8",
+            "--json",
+            json_d8.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gflop = |report: &serde_json::Value| {
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "sample_t4")
+            .unwrap()["matmul_gflop"]
+            .as_f64()
+            .unwrap()
+    };
+    let extra = gflop(&read_json(&json_d8)) - gflop(&report);
+    let expected = 2.0 * 4.0 * 8.0 * (6.0 * 128.0 + 128.0 * 6.0) / 1e9;
+    assert!(
+        (extra - expected).abs() < 1e-12,
+        "{extra} GFLOP more, expected {expected}"
+    );
 
     assert_fails_with(
         &dgym(tmp.path(), &["bench", "--rows", "gcd"]),

@@ -109,6 +109,18 @@ fn exp_approx(x: f32) -> f32 {
     poly * f32::from_bits(((n + 127) as u32) << 23)
 }
 
+/// `sigmoid(a)`, and 0 where it would be subnormal (`a < -87.3`): that tail made SiLU's
+/// outputs and gradients subnormal, which slows every product that reads them (see
+/// [`silu_backward`]); f32's exact sigmoid is subnormal or 0 there too.
+#[inline(always)]
+fn sigmoid_flushed(a: f32) -> f32 {
+    if a < -87.3 {
+        0.0
+    } else {
+        1.0 / (1.0 + exp_approx(-a))
+    }
+}
+
 /// Runs an element-wise loop compiled for AVX-512 or AVX2 + FMA where the CPU has them
 /// (16 or 8 lanes instead of the baseline x86-64 target's 4), else for the baseline.
 macro_rules! multiversion {
@@ -176,7 +188,7 @@ multiversion! {
         for row in z.chunks_exact_mut(bias.len()) {
             for (v, b) in row.iter_mut().zip(bias) {
                 let a = *v + b;
-                *v = a * (1.0 / (1.0 + exp_approx(-a)));
+                *v = a * sigmoid_flushed(a);
             }
         }
     }
@@ -189,7 +201,7 @@ multiversion! {
         for (row, out) in z.chunks_exact_mut(bias.len()).zip(h.chunks_exact_mut(bias.len())) {
             for ((v, b), o) in row.iter_mut().zip(bias).zip(out.iter_mut()) {
                 let a = *v + b;
-                let s = 1.0 / (1.0 + exp_approx(-a));
+                let s = sigmoid_flushed(a);
                 o.write(a * s);
                 *v = s;
             }
@@ -198,10 +210,14 @@ multiversion! {
 }
 
 multiversion! {
-    /// `g ← g · silu'(a)` from the kept `s = sigmoid(a)` and `h = silu(a)`.
+    /// `g ← g · silu'(a)` from the kept `s = sigmoid(a)` and `h = silu(a)`, with results
+    /// below `f32::MIN_POSITIVE` in magnitude flushed to zero. A unit far in SiLU's negative
+    /// tail has `silu'(a)` near 1e-37, so its gradients came out subnormal, and a gemm
+    /// reading subnormal operands ran 5× slower (GCD at d = 256: 24 against 58 it/s).
     fn silu_backward(g: &mut [f32], sigmoid: &[f32], h: &[f32]) {
         for ((g, &s), &h) in g.iter_mut().zip(sigmoid).zip(h) {
-            *g *= s + h * (1.0 - s);
+            let v = *g * (s + h * (1.0 - s));
+            *g = if v.abs() < f32::MIN_POSITIVE { 0.0 } else { v };
         }
     }
 }
@@ -225,6 +241,122 @@ static MATMUL_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// of which lasts microseconds or more.
 pub fn matmul_nanos() -> u64 {
     MATMUL_NANOS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One matmul the fused kernels ran: its shape `m × k · k × n`, whether it added to the
+/// destination, and its operands' `(row, column)` strides (a transposed operand has a
+/// row stride of 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MatmulCall {
+    /// Rows of `a` and of the destination.
+    pub m: usize,
+    /// Columns of `a`, rows of `b`.
+    pub k: usize,
+    /// Columns of `b` and of the destination.
+    pub n: usize,
+    /// Whether the product was added to the destination.
+    pub accumulate: bool,
+    /// `a`'s `(row, column)` strides.
+    pub a_strides: (isize, isize),
+    /// `b`'s `(row, column)` strides.
+    pub b_strides: (isize, isize),
+}
+
+/// Whether [`matmul_raw`] records its calls (only inside [`record_matmul_calls`]).
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The calls recorded so far, with their counts.
+static RECORDED: std::sync::Mutex<std::collections::BTreeMap<MatmulCall, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// One recording at a time.
+static RECORDING_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` and returns, beside its result, every distinct matmul the fused kernels ran
+/// meanwhile, on any thread of the process, with how often: the shape mix that
+/// [`bare_matmul_gflops`] then times alone (`dgym bench`'s "same shapes" gemm rate).
+/// Recordings do not nest: a second one waits for the first.
+pub fn record_matmul_calls<R>(f: impl FnOnce() -> R) -> (R, Vec<(MatmulCall, u64)>) {
+    let _one_at_a_time = RECORDING_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let take = || {
+        std::mem::take(
+            &mut *RECORDED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    };
+    take();
+    RECORDING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let result = f();
+    RECORDING.store(false, std::sync::atomic::Ordering::SeqCst);
+    (result, take().into_iter().collect())
+}
+
+fn record(call: MatmulCall) {
+    *RECORDED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(call)
+        .or_insert(0) += 1;
+}
+
+/// The rate in GFLOP/s (2 per multiply-add) of the matmul alone on exactly `calls`, each
+/// as often as its count, on the calling thread, operands laid out with the recorded
+/// strides in buffers of their own: the best of passes over the mix (after one warm-up
+/// pass) until `min_seconds` have gone by. 0 for an empty mix.
+pub fn bare_matmul_gflops(calls: &[(MatmulCall, u64)], min_seconds: f64) -> f64 {
+    let span = |(rows, cols): (usize, usize), (rs, cs): (isize, isize)| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs.max(0) as usize + (cols - 1) * cs.max(0) as usize + 1
+        }
+    };
+    // Each call's `a`, `b` and destination.
+    type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let mut operands: Vec<(MatmulCall, u64, Buffers)> = calls
+        .iter()
+        .map(|&(c, count)| {
+            let a = (0..span((c.m, c.k), c.a_strides))
+                .map(|i| (i % 7) as f32 * 0.1)
+                .collect();
+            let b = (0..span((c.k, c.n), c.b_strides))
+                .map(|i| (i % 5) as f32 * 0.1)
+                .collect();
+            (c, count, (a, b, vec![0.0f32; c.m * c.n]))
+        })
+        .collect();
+    let multiply_adds: f64 = calls
+        .iter()
+        .map(|(c, count)| (c.m * c.k * c.n) as f64 * *count as f64)
+        .sum();
+    if multiply_adds == 0.0 {
+        return 0.0;
+    }
+    let mut pass = || {
+        let start = std::time::Instant::now();
+        for (c, count, (a, b, dst)) in operands.iter_mut() {
+            for _ in 0..*count {
+                matmul(
+                    (c.m, c.k, c.n),
+                    c.accumulate,
+                    a,
+                    c.a_strides,
+                    b,
+                    c.b_strides,
+                    dst,
+                );
+            }
+        }
+        start.elapsed().as_secs_f64()
+    };
+    pass();
+    let started = std::time::Instant::now();
+    let mut best = f64::INFINITY;
+    while best.is_infinite() || started.elapsed().as_secs_f64() < min_seconds {
+        best = best.min(pass());
+    }
+    2.0 * multiply_adds / best.max(1e-12) / 1e9
 }
 
 /// `dst = a · b` for dense row-major `a: m × k`, `b: k × n`, `dst: m × n`, through the
@@ -353,6 +485,16 @@ unsafe fn matmul_raw(
         return;
     }
     MULTIPLY_ADDS.fetch_add((m * n * k) as u64, std::sync::atomic::Ordering::Relaxed);
+    if RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        record(MatmulCall {
+            m,
+            k,
+            n,
+            accumulate,
+            a_strides,
+            b_strides,
+        });
+    }
     let start = std::time::Instant::now();
     // SAFETY: as the function's contract says.
     unsafe { matmul_dispatch((m, k, n), accumulate, a, a_strides, b, b_strides, dst) };

@@ -126,6 +126,15 @@ pub struct BenchRow {
     /// matmuls' thread-seconds), to set against a one-thread `gemm_gflops`.
     #[serde(default)]
     pub matmul_own_gflops: f64,
+    /// The bare matmul rate, on one thread, of exactly the matmuls one iteration of the
+    /// row ran (the same shapes, operand layouts and counts, recorded with
+    /// `kernels::record_matmul_calls` and timed alone with `kernels::bare_matmul_gflops`).
+    #[serde(default)]
+    pub gemm_same_shapes_gflops: f64,
+    /// `matmul_own_gflops / gemm_same_shapes_gflops`: how close the row's matmuls came,
+    /// inside the iteration, to the same matmuls run alone.
+    #[serde(default)]
+    pub matmul_fraction_of_gemm: f64,
 }
 
 /// The machine and build a bench ran on.
@@ -264,6 +273,8 @@ struct Timing {
     matmul_thread_s: f64,
     /// Wall seconds per iteration over all timed blocks (the mean).
     mean_s: f64,
+    /// The bare rate of one iteration's matmuls (`kernels::bare_matmul_gflops`).
+    gemm_same_shapes_gflops: f64,
 }
 
 /// Times `iterate` as the module doc says.
@@ -297,6 +308,11 @@ fn time_iterations(
         / (repeats * per_block) as f64;
     let mean_s = seconds.iter().sum::<f64>() / seconds.len() as f64;
     seconds.sort_by(f64::total_cmp);
+    // After the timed blocks, so that neither the recording nor the bare timing is in them.
+    let (result, calls) = denoise_gym::kernels::record_matmul_calls(&mut iterate);
+    result?;
+    let gemm_same_shapes_gflops =
+        denoise_gym::kernels::bare_matmul_gflops(&calls, if quick { 0.05 } else { 0.2 });
     Ok(Timing {
         repeats,
         per_block,
@@ -305,6 +321,7 @@ fn time_iterations(
         multiply_adds,
         matmul_thread_s,
         mean_s,
+        gemm_same_shapes_gflops,
     })
 }
 
@@ -373,8 +390,10 @@ fn bench_row<D: Backend>(
                 extra,
                 catalog,
             )?;
-            // A fresh (untrained) policy: timing does not depend on the weights.
-            let policy = build_policy(dev, &config, 2)?;
+            // A fresh (untrained) policy: timing does not depend on the weights. The data
+            // set only gives the dimension (`--set data.dataset=gmm --set data.gmm_dim=64`).
+            let dim = build_dataset(registry, &config)?.dim();
+            let policy = build_policy(dev, &config, dim)?;
             let timing = time_iterations(quick, block_seconds, || {
                 let samples = policy.sample(batch, &mut rng);
                 // Reading the result back waits for the device (CUDA is asynchronous).
@@ -430,6 +449,7 @@ fn bench_row<D: Backend>(
         multiply_adds,
         matmul_thread_s,
         mean_s,
+        gemm_same_shapes_gflops,
     } = timing;
     let matmul_gflop = 2.0 * multiply_adds / 1e9;
     let per_iteration = if unit == "samples/s" {
@@ -441,6 +461,11 @@ fn bench_row<D: Backend>(
         config.ddaebm.hidden
     } else {
         config.policy.hidden
+    };
+    let matmul_own_gflops = if matmul_thread_s > 0.0 {
+        matmul_gflop / matmul_thread_s
+    } else {
+        0.0
     };
     Ok(BenchRow {
         name: name.to_string(),
@@ -457,8 +482,10 @@ fn bench_row<D: Backend>(
         matmul_gflops: matmul_gflop / min_s,
         peak_memory_mib: peak_memory_mib(),
         matmul_share: matmul_thread_s / (mean_s * denoise_gym::fork::threads() as f64),
-        matmul_own_gflops: if matmul_thread_s > 0.0 {
-            matmul_gflop / matmul_thread_s
+        matmul_own_gflops,
+        gemm_same_shapes_gflops,
+        matmul_fraction_of_gemm: if gemm_same_shapes_gflops > 0.0 {
+            matmul_own_gflops / gemm_same_shapes_gflops
         } else {
             0.0
         },
@@ -545,12 +572,12 @@ pub fn to_markdown(report: &BenchReport) -> String {
         gemm.join(", ")
     );
     out.push_str(
-        "| row | batch | T | width | rate | unit | min ms | median ms | matmul GFLOP/it | matmul GFLOP/s | matmul share | matmul GFLOP/s per thread while running | peak MiB | blocks × its |\n",
+        "| row | batch | T | width | rate | unit | min ms | median ms | matmul GFLOP/it | matmul GFLOP/s | matmul share | matmul GFLOP/s per thread while running | same matmuls alone, GFLOP/s | fraction | peak MiB | blocks × its |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {:.4} | {:.1} | {:.2} | {:.1} | {} | {} × {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} | {:.4} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} × {} |\n",
             r.name,
             r.batch,
             r.n_steps,
@@ -563,6 +590,8 @@ pub fn to_markdown(report: &BenchReport) -> String {
             r.matmul_gflops,
             r.matmul_share,
             r.matmul_own_gflops,
+            r.gemm_same_shapes_gflops,
+            r.matmul_fraction_of_gemm,
             r.peak_memory_mib
                 .map_or_else(|| "–".to_string(), |m| format!("{m:.0}")),
             r.repeats,
