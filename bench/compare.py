@@ -41,7 +41,7 @@ def ms(seconds):
 
 
 def peer_label(report):
-    return {"pytorch-eager": "torch eager", "pytorch-compile": "torch.compile"}.get(
+    return {"pytorch-eager": "torch eager", "pytorch-compile": "torch.compile", "jax-jit": "jax.jit"}.get(
         report["implementation"], report["implementation"])
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Times `dgym bench` and its PyTorch reference, eager and under torch.compile, one after the
-# other on this machine
-# and prints the side-by-side table (also written to bench/out/compare.md). Run by hand:
+# Times `dgym bench`, its PyTorch reference (eager and under torch.compile) and its JAX
+# reference (jax.jit; the DSM and sampling rows), one after the other on this machine, and
+# prints the side-by-side table (also written to bench/out/compare.md). Run by hand:
 #
 #   bench/compare.sh [--quick] [--rows dsm_step,gcd_reinforce] [--batches 64,256] [--block-seconds S]
 #
-# The arguments go to both benches. THREADS=N limits both to N threads (RAYON_NUM_THREADS
-# for dgym, --threads for torch); by default each uses every core. Run on an idle machine:
+# The arguments go to every bench. THREADS=N limits dgym and torch to N threads
+# (RAYON_NUM_THREADS for dgym, --threads for torch); by default each uses every core, as
+# JAX always does. Run on an idle machine:
 # other load disturbs both, and PyTorch's OpenMP pool far more than rayon.
 set -euo pipefail
 
@@ -51,7 +52,9 @@ echo "== PyTorch eager" >&2
 "$venv/bin/python" bench/torch_reference.py --json bench/out/torch.json "${torch_threads[@]}" "$@"
 echo "== PyTorch, torch.compile on every network (warm-up = compilation, reported apart)" >&2
 "$venv/bin/python" bench/torch_reference.py --compile --json bench/out/torch_compile.json "${torch_threads[@]}" "$@"
+echo "== JAX, the whole step under jax.jit (dsm_step and the sampling rows only)" >&2
+"$venv/bin/python" bench/jax_reference.py --json bench/out/jax.json "$@"
 echo >&2
 "$venv/bin/python" bench/compare.py bench/out/dgym.json bench/out/torch.json bench/out/torch_compile.json \
-    --markdown bench/out/compare.md
+    bench/out/jax.json --markdown bench/out/compare.md
 echo "wrote bench/out/compare.md" >&2
