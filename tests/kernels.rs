@@ -416,6 +416,20 @@ fn every_public_kernel_refuses_wrong_shapes_naming_them() {
                 denoise_gym::kernels::matmul_dense(2, 3, 2, &[0.0; 5], &[0.0; 6], &mut dst);
             }),
         ),
+        (
+            "a recorded matmul with a negative stride",
+            panic_message(|| {
+                let call = denoise_gym::kernels::MatmulCall {
+                    m: 2,
+                    k: 3,
+                    n: 2,
+                    accumulate: false,
+                    a_strides: (-3, 1),
+                    b_strides: (2, 1),
+                };
+                denoise_gym::kernels::bare_matmul_gflops(&[(call, 1)], 0.0);
+            }),
+        ),
     ];
     let expected = [
         "input is 5 wide",
@@ -425,6 +439,7 @@ fn every_public_kernel_refuses_wrong_shapes_naming_them() {
         "input is 5 wide",
         "adam_step",
         "operand too small",
+        "operand a has negative strides (-3, 1)",
     ];
     for ((what, message), needle) in cases.iter().zip(expected) {
         assert!(
