@@ -285,10 +285,18 @@ pub fn record_matmul_calls<R>(f: impl FnOnce() -> R) -> (R, Vec<(MatmulCall, u64
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     };
+    // Stops the recording however `f` ends, a panic included.
+    struct StopRecording;
+    impl Drop for StopRecording {
+        fn drop(&mut self) {
+            RECORDING.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     take();
+    let stop = StopRecording;
     RECORDING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = f();
-    RECORDING.store(false, std::sync::atomic::Ordering::SeqCst);
+    drop(stop);
     (result, take().into_iter().collect())
 }
 
