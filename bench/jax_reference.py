@@ -21,10 +21,11 @@ import math
 import os
 import platform
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
+
+from bench_common import cpu_model, peak_memory_mib, reset_peak_memory, time_iterations
 
 ROW_NAMES = ["dsm_step", "sample_t4", "sample_t100"]
 # dgym's other rows: accepted by --rows (so compare.sh can pass its arguments on) and skipped.
@@ -173,59 +174,12 @@ def sample_row(batch, n_steps, dim):
     return iterate
 
 
-def time_iterations(quick, block_seconds, iterate):
-    """torch_reference.py `time_iterations`: warm-up (the compilation), one iteration to
-    size a block, then timed blocks; seconds per iteration, fastest and median block."""
-    warmup, repeats = (1, 2) if quick else (3, 5)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        iterate()
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    iterate()
-    one = max(time.perf_counter() - start, 1e-7)
-    per_block = min(max(math.ceil(block_seconds / one), 1), 100_000)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(per_block):
-            iterate()
-        seconds.append((time.perf_counter() - start) / per_block)
-    seconds.sort()
-    return repeats, per_block, seconds[0], seconds[len(seconds) // 2], warmup_s
-
-
-def peak_memory_mib():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_memory():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def machine_info():
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return dict(cores=cores, threads=cores, cpu=cpu, profile="jax.jit (XLA)",
+    return dict(cores=cores, threads=cores, cpu=cpu_model(), profile="jax.jit (XLA)",
                 device=jax.devices()[0].platform,
                 versions={"jax": jax.__version__, "python": platform.python_version()})
 

@@ -24,10 +24,11 @@ import math
 import os
 import platform
 import sys
-import time
 
 import torch
 from torch import nn
+
+from bench_common import cpu_model, peak_memory_mib, reset_peak_memory, time_iterations
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 HALF_LOG_TWO_PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
@@ -962,50 +963,6 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def time_iterations(quick, block_seconds, iterate):
-    warmup, repeats = (1, 2) if quick else (3, 5)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        iterate()
-    # With --compile the warm-up holds the compilation (every shape the row meets).
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    iterate()
-    one = max(time.perf_counter() - start, 1e-7)
-    per_block = min(max(math.ceil(block_seconds / one), 1), 100_000)
-    seconds = []
-    for _ in range(repeats):
-        synchronize()
-        start = time.perf_counter()
-        for _ in range(per_block):
-            iterate()
-        synchronize()
-        seconds.append((time.perf_counter() - start) / per_block)
-    seconds.sort()
-    return repeats, per_block, seconds[0], seconds[len(seconds) // 2], warmup_s
-
-
-def reset_peak_memory():
-    """Resets Linux's peak resident memory (VmHWM) to the current one, as dgym bench does."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mib():
-    """The peak resident memory since the last reset, in MiB (None off Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def bench_row(name, batch, quick, block_seconds):
     torch.manual_seed(0)
     reset_peak_memory()
@@ -1034,22 +991,12 @@ def bench_row(name, batch, quick, block_seconds):
         iterate = state.train_step
     else:
         raise ValueError(f"unknown row {name!r}: expected one of {', '.join(ROW_NAMES)}")
-    repeats, per_block, min_s, median_s, warmup_s = time_iterations(quick, block_seconds, iterate)
+    repeats, per_block, min_s, median_s, warmup_s = time_iterations(
+        quick, block_seconds, iterate, synchronize)
     per_iteration = batch if unit == "samples/s" else 1
     return dict(name=name, batch=batch, n_steps=n_steps, width=width, unit=unit, repeats=repeats,
                 iterations_per_repeat=per_block, min_s=min_s, median_s=median_s,
                 rate=per_iteration / median_s, warmup_s=warmup_s, peak_memory_mib=peak_memory_mib())
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(adam_impl="single", compiled=False):

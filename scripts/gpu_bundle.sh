@@ -32,7 +32,7 @@ cp target/release/dgym "$out/bin/dgym-cpu"
 cp "$device_test" "$out/bin/device-test-cuda"
 strip "$out"/bin/*
 cp experiments/configs/gcd-8gaussians.toml "$out/configs/"
-cp bench/torch_reference.py bench/compare.py "$out/bench/"
+cp bench/torch_reference.py bench/bench_common.py bench/compare.py "$out/bench/"
 cp scripts/gpu_check.sh "$out/"
 size=$(du -sm "$out" | cut -f1)
 echo "wrote $out ($size MiB)"
