@@ -80,6 +80,10 @@ pub fn host_view_mut(t: &mut Matrix<Cpu>) -> Option<&mut [f32]> {
     Some(unsafe { std::slice::from_raw_parts_mut(first, n) })
 }
 
+/// `ln(f32::MIN_POSITIVE)`, to one decimal: `exp` of anything lower is subnormal, and so is
+/// `sigmoid` of it ([`exp_approx`] clamps there, [`sigmoid_flushed`] returns 0 below it).
+const LN_MIN_POSITIVE: f32 = -87.3;
+
 /// `exp(x)` for the activations: Cephes' `expf` (range reduction by `ln 2`, degree-5
 /// polynomial) with only arithmetic and bit operations, so that loops over it vectorise
 /// (`f32::exp` is a libm call, and Rust's saturating `as i32` is scalar). Inputs are
@@ -94,7 +98,7 @@ fn exp_approx(x: f32) -> f32 {
     // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     #[allow(clippy::manual_clamp)] // `clamp` keeps a NaN, which the bit tricks below must not see.
-    let x = x.max(-87.3).min(88.3);
+    let x = x.max(LN_MIN_POSITIVE).min(88.3);
     let shifted = x * LOG2E + ROUND;
     let nf = shifted - ROUND;
     let n = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
@@ -109,12 +113,12 @@ fn exp_approx(x: f32) -> f32 {
     poly * f32::from_bits(((n + 127) as u32) << 23)
 }
 
-/// `sigmoid(a)`, and 0 where it would be subnormal (`a < -87.3`): that tail made SiLU's
-/// outputs and gradients subnormal, which slows every product that reads them (see
-/// [`silu_backward`]); f32's exact sigmoid is subnormal or 0 there too.
+/// `sigmoid(a)`, and 0 where it would be subnormal (`a <` [`LN_MIN_POSITIVE`]): that
+/// tail made SiLU's outputs and gradients subnormal, which slows every product that reads
+/// them (see [`silu_backward`]); f32's exact sigmoid is subnormal or 0 there too.
 #[inline(always)]
 fn sigmoid_flushed(a: f32) -> f32 {
-    if a < -87.3 {
+    if a < LN_MIN_POSITIVE {
         0.0
     } else {
         1.0 / (1.0 + exp_approx(-a))
@@ -313,22 +317,15 @@ fn record(call: MatmulCall) {
 /// strides in buffers of their own: the best of passes over the mix (after one warm-up
 /// pass) until `min_seconds` have gone by. 0 for an empty mix.
 pub fn bare_matmul_gflops(calls: &[(MatmulCall, u64)], min_seconds: f64) -> f64 {
-    let span = |(rows, cols): (usize, usize), (rs, cs): (isize, isize)| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs.max(0) as usize + (cols - 1) * cs.max(0) as usize + 1
-        }
-    };
     // Each call's `a`, `b` and destination.
     type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
     let mut operands: Vec<(MatmulCall, u64, Buffers)> = calls
         .iter()
         .map(|&(c, count)| {
-            let a = (0..span((c.m, c.k), c.a_strides))
+            let a = (0..operand_span((c.m, c.k), c.a_strides) as usize)
                 .map(|i| (i % 7) as f32 * 0.1)
                 .collect();
-            let b = (0..span((c.k, c.n), c.b_strides))
+            let b = (0..operand_span((c.k, c.n), c.b_strides) as usize)
                 .map(|i| (i % 5) as f32 * 0.1)
                 .collect();
             (c, count, (a, b, vec![0.0f32; c.m * c.n]))
@@ -466,12 +463,24 @@ fn check_operand(name: &str, (rows, cols): (usize, usize), strides: (isize, isiz
         strides.0 >= 0 && strides.1 >= 0,
         "matmul: operand {name} has negative strides {strides:?}"
     );
-    let last = (rows - 1) as u128 * strides.0 as u128 + (cols - 1) as u128 * strides.1 as u128;
+    let last = operand_span((rows, cols), strides) - 1;
     assert!(
         last < len as u128,
         "matmul: operand {name} is {rows} × {cols} with strides {strides:?}, which reaches \
          element {last} of a buffer of {len}"
     );
+}
+
+/// How many elements of its buffer a `rows × cols` operand read through `(row, column)`
+/// strides spans: one past the last it reaches, 0 when it is empty (negative strides
+/// count as 0; [`check_operand`] refuses them).
+fn operand_span((rows, cols): (usize, usize), strides: (isize, isize)) -> u128 {
+    if rows == 0 || cols == 0 {
+        return 0;
+    }
+    (rows - 1) as u128 * strides.0.max(0) as u128
+        + (cols - 1) as u128 * strides.1.max(0) as u128
+        + 1
 }
 
 /// The body of [`matmul`] on a raw destination.
